@@ -1,0 +1,2 @@
+"""audiocomp: audio classification experiments under edge constraints."""
+__version__ = "0.1.0"

@@ -1,0 +1,317 @@
+"""Typed configuration: YAML files with `include:`, merged in order, plus `--set key=value` overrides.
+
+Every section is a pydantic model with ``extra="forbid"`` so that a misspelled key is an error, not a
+silently ignored setting. Errors name the file that set the bad key, the key path, the value and what
+is allowed, in one line (see :class:`ConfigError`).
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line meant for the user."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: str = "synth"
+    root: Optional[str] = None  # dataset folder; relative paths resolve against the working directory
+    subset: Optional[str] = None  # e.g. "esc10" for ESC-50
+    manifest: Optional[str] = None  # csv adapter: manifest path (relative to root)
+    segment_seconds: Optional[float] = None  # cut clips into fixed segments (GTZAN 30 s -> 10 x 3 s)
+    on_error: Literal["skip", "fail"] = "skip"
+    max_items: Optional[int] = Field(None, ge=1)  # take a stratified subset, for smoke tests
+
+
+class FeaturesConfig(Section):
+    kind: Literal["logmel", "waveform", "mfcc"] = "logmel"
+    sample_rate: int = Field(22050, ge=1000, le=192000)
+    duration: float = Field(5.0, gt=0)  # seconds after pad/crop
+    duration_policy: Literal["pad", "crop-center", "crop-start", "segment"] = "crop-center"
+    n_fft: int = Field(2048, ge=16)
+    hop_length: int = Field(512, ge=1)
+    win_length: Optional[int] = None
+    n_mels: int = Field(128, ge=1)
+    f_min: float = Field(0.0, ge=0)
+    f_max: Optional[float] = None
+    top_db: Optional[float] = Field(80.0, gt=0)
+    n_mfcc: int = Field(40, ge=1)
+    normalize: Literal["none", "global", "per_bin"] = "per_bin"
+    workers: Optional[int] = Field(None, ge=1)  # None: all cores
+
+
+class SplitConfig(Section):
+    kind: Literal["holdout", "folds", "group"] = "holdout"
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # carved from the training part
+    test_fold: Union[int, Literal["all"], None] = None  # folds: which official fold is the test fold
+    val_fold: Optional[int] = None
+    seed: Optional[int] = None  # None: the top-level seed
+
+
+class ModelConfig(Section):
+    name: str = "cnn"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: Optional[str] = None  # a local torchvision checkpoint (no downloads)
+    input_size: Optional[tuple[int, int]] = None  # resize spectrograms to (H, W), e.g. [299, 299]
+    in_channels: Optional[int] = Field(None, ge=1, le=3)  # None: the model's own default
+
+
+class AugmentConfig(Section):
+    spec_time_mask: int = Field(0, ge=0)  # max frames masked (SpecAugment), 0 = off
+    spec_freq_mask: int = Field(0, ge=0)  # max mel bins masked
+    mixup_alpha: float = Field(0.0, ge=0)
+    gain_db: float = Field(0.0, ge=0)  # waveform: random gain in [-gain_db, gain_db]
+    time_shift: float = Field(0.0, ge=0, le=1)  # waveform: max circular shift, fraction of length
+    noise_std: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scheduler: Literal["none", "cosine", "step", "onecycle"] = "none"
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: Optional[float] = Field(None, gt=0)
+    early_stopping: Optional[int] = Field(None, ge=1)  # patience in epochs on the validation metric
+    monitor: Literal["val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "val_accuracy"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: bool = True  # only takes effect on CUDA
+    compile: bool = False
+    deterministic: bool = True
+    threads: Optional[int] = Field(None, ge=1)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class PruneConfig(Section):
+    method: str = "magnitude"
+    sparsity: float = Field(0.5, ge=0, lt=1)
+    finetune_epochs: int = Field(0, ge=0)
+
+
+class QuantizeConfig(Section):
+    method: str = "dynamic"
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    calibration_batches: int = Field(8, ge=1)
+    allow_degraded: bool = False
+
+
+class EvalConfig(Section):
+    split: Literal["train", "val", "test"] = "test"
+    batch_size: int = Field(64, ge=1)
+    top_k: int = Field(3, ge=1)
+
+
+class BenchConfig(Section):
+    threads: list[int] = Field(default_factory=lambda: [1])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    warmup: int = Field(5, ge=0)
+    iterations: int = Field(50, ge=1)
+
+
+class ReportConfig(Section):
+    title: str = "audiocomp report"
+    formats: list[Literal["md", "csv"]] = Field(default_factory=lambda: ["md", "csv"])
+
+
+class Config(Section):
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def section_hash(self, *sections: str) -> str:
+        """Short stable hash of the named sections (all when none): names runs and feature stores."""
+        data = self.to_dict()
+        if sections:
+            data = {s: data[s] for s in sections}
+        return stable_hash(data)
+
+
+def stable_hash(obj: Any, length: int = 10) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+class _Sources:
+    """Remembers which file (or --set) last set each key path, so errors can name it."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[tuple, str] = {}
+
+    def record(self, data: Any, source: str, prefix: tuple = ()) -> None:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                self.by_path[prefix + (key,)] = source
+                self.record(value, source, prefix + (key,))
+
+    def lookup(self, path: tuple) -> str:
+        while path:
+            if path in self.by_path:
+                return self.by_path[path]
+            path = path[:-1]
+        return "defaults"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Later wins; nested mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _load_file(path: Path, sources: _Sources, stack: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p) for p in stack + (path,))
+        raise ConfigError(f"{path}: include cycle: {chain}")
+    data = read_yaml(path)
+    includes = data.pop("include", None) or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise ConfigError(f"{path}: include: must be a file name or a list of file names")
+    merged: dict = {}
+    for inc in includes:
+        merged = deep_merge(merged, _load_file(path.parent / inc, sources, stack + (path,)))
+    sources.record(data, str(path))
+    return deep_merge(merged, data)
+
+
+def parse_override(expr: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (["section", "key"], value parsed as a YAML scalar or list)."""
+    if "=" not in expr:
+        raise ConfigError(f"--set {expr!r}: expected section.key=value")
+    key, raw = expr.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(p and p.replace("_", "").replace("-", "").isalnum() for p in parts):
+        raise ConfigError(f"--set {expr!r}: bad key path {key!r} (expected names joined by dots)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {expr!r}: value {raw!r} is not a valid YAML scalar or list") from None
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str], sources: _Sources) -> dict:
+    data = copy.deepcopy(data)
+    for expr in overrides:
+        parts, value = parse_override(expr)
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {expr!r}: {'.'.join(parts[:-1])} is not a section")
+            node = child
+        node[parts[-1]] = value
+        sources.by_path[tuple(parts)] = "--set"
+    return data
+
+
+def _fields_at(path: tuple) -> list[str]:
+    """Names allowed at a key path of Config (for did-you-mean)."""
+    model: Any = Config
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}).keys())
+
+
+def _describe(error: dict, sources: _Sources) -> str:
+    loc = tuple(str(p) for p in error["loc"])
+    source = sources.lookup(loc)
+    key = ".".join(loc) or "(top level)"
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(loc[-1], allowed, n=1)
+        msg = f"{source}: {key}: unknown key"
+        if hint:
+            msg += f"; did you mean '{hint[0]}'?"
+        return msg + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+    allowed = ""
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f"; allowed: {ctx['expected']}"
+    return f"{source}: {key}: {value!r} is not valid: {error['msg']}{allowed}"
+
+
+def validate(data: dict, sources: Optional[_Sources] = None) -> Config:
+    sources = sources or _Sources()
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], sources)) from None
+
+
+def load_config(files: list[Path] | tuple = (), overrides: list[str] | tuple = (),
+                base: Optional[dict] = None) -> Config:
+    """Merge `base` (e.g. a run's own config), then each file in order, then `--set` overrides."""
+    sources = _Sources()
+    data: dict = {}
+    if base:
+        sources.record(base, "base config")
+        data = copy.deepcopy(base)
+    for f in files:
+        data = deep_merge(data, _load_file(Path(f), sources))
+    data = apply_overrides(data, list(overrides), sources)
+    return validate(data, sources)

@@ -1,0 +1,46 @@
+"""Model facts measured by the program: parameters, non-zero parameters, MACs, file sizes."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Dense and non-zero parameter counts. Models whose weights are not nn.Parameters (torch-quantized
+    ones) are counted over their weight tensors, through the int representation."""
+    tensors = [p.detach() for p in model.parameters()]
+    if not tensors:
+        tensors = [t for k, t in model.state_dict().items() if isinstance(t, torch.Tensor)
+                   and (t.is_quantized or t.is_floating_point()) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
+    values = [t.int_repr() if t.is_quantized else t for t in tensors]
+    return {"parameters": sum(v.numel() for v in values), "nonzero": sum(int(torch.count_nonzero(v)) for v in values)}
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass on `example`, counted by Torch-Pruning's op counter."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+    model.train(was_training)
+    return int(macs)
+
+
+def file_sizes(path: Path | str) -> dict[str, int]:
+    """Bytes on disk, and bytes after DEFLATE (what a sparse model really saves when stored compressed)."""
+    path = Path(path)
+    raw = path.stat().st_size
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        zf.write(path, arcname=path.name)
+    return {"file_bytes": raw, "zipped_bytes": buf.getbuffer().nbytes}
+
+
+def example_input(feature_shape, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, *feature_shape)

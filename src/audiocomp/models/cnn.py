@@ -1,0 +1,36 @@
+"""Compact spectrogram CNN of the ESC-50 / UrbanSound8K study and a raw-waveform 1-D CNN."""
+from __future__ import annotations
+
+from torch import nn
+
+from .base import register
+
+
+def _block2d(cin: int, cout: int, k: int, pool: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(pool), nn.Dropout(dropout))
+
+
+@register("cnn", "spectrogram", 1, "conv-BN-ReLU-pool blocks + dense head (ESC-50/US8K study)")
+def cnn(num_classes: int, input_shape, channels=(32, 64, 128, 128), kernel_size: int = 3, pool: int = 2,
+        dropout: float = 0.2, hidden: int = 128) -> nn.Module:
+    layers, cin = [], input_shape[0]
+    for c in channels:
+        layers.append(_block2d(cin, c, kernel_size, pool, dropout))
+        cin = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, hidden),
+                         nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+
+@register("cnn1d", "waveform", 1, "raw-waveform 1-D CNN (strided front end, conv blocks, dense head)")
+def cnn1d(num_classes: int, input_shape, channels=(32, 64, 128, 128), kernel_size: int = 9, stride: int = 4,
+          first_kernel: int = 80, first_stride: int = 8, dropout: float = 0.2) -> nn.Module:
+    layers = [nn.Unflatten(1, (1, -1)),  # (B, S) -> (B, 1, S)
+              nn.Conv1d(1, channels[0], first_kernel, stride=first_stride, bias=False),
+              nn.BatchNorm1d(channels[0]), nn.ReLU(inplace=True), nn.MaxPool1d(4)]
+    cin = channels[0]
+    for c in channels[1:]:
+        layers += [nn.Conv1d(cin, c, kernel_size, padding=kernel_size // 2, bias=False), nn.BatchNorm1d(c),
+                   nn.ReLU(inplace=True), nn.MaxPool1d(stride), nn.Dropout(dropout)]
+        cin = c
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(cin, num_classes))

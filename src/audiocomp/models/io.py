@@ -1,0 +1,75 @@
+"""Save and load model artifacts: `arch.json` (ModelSpec) + `model.pt` (tensors only)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..runs import atomic_path, atomic_write_json
+from .base import AudioClassifier, ModelSpec, build_model
+
+
+class ModelLoadError(ValueError):
+    """A model file that cannot be loaded safely; the message names the file."""
+
+
+def safe_torch_load(path: Path | str) -> dict:
+    """torch.load restricted to tensors and plain containers: a pickle that would run code is refused."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: not found") from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: refused to load (not a plain tensor file: {first[:200]})") from None
+
+
+def atomic_torch_save(obj, path: Path | str) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def save_model(model: nn.Module, spec: ModelSpec, folder: Path | str) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, folder / "model.pt")
+    atomic_write_json(folder / "arch.json", spec.to_dict())
+    return folder / "model.pt"
+
+
+def load_spec(folder: Path | str) -> ModelSpec:
+    path = Path(folder) / "arch.json"
+    try:
+        return ModelSpec.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: not found (not a model folder?)") from None
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ModelLoadError(f"{path}: not a valid model spec ({exc})") from None
+
+
+def load_model(folder: Path | str) -> tuple[AudioClassifier, ModelSpec]:
+    folder = Path(folder)
+    spec = load_spec(folder)
+    model = build_model(spec)
+    state = safe_torch_load(folder / "model.pt")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{folder / 'model.pt'}: does not match {folder / 'arch.json'} ({str(exc).splitlines()[0]})") from None
+    model.eval()
+    return model, spec
+
+
+def load_pretrained(backbone: nn.Module, path: Path | str) -> list[str]:
+    """Load a local torchvision checkpoint into `backbone`, skipping tensors whose shape differs (the new
+    head, an adapted stem). Returns the names that were not loaded."""
+    state = safe_torch_load(path)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    backbone.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))

@@ -1,0 +1,1 @@
+"""Tables (markdown, CSV) and plots (matplotlib) built from run directories."""

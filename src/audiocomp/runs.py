@@ -1,0 +1,302 @@
+"""Run directories: one folder per stage invocation, written atomically, linked to its parents.
+
+Layout: ``config.yaml`` (resolved), ``manifest.json`` (command, versions, seed, device, parents, status),
+``metrics.json``, ``metrics.jsonl``, ``logs/``, plus whatever the stage writes (``model/``, ``checkpoints/``).
+A run is locked (``.lock``, flock) while a process works in it, so two writers never interleave.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+class RunError(RuntimeError):
+    """A problem with a run directory; the message is one line meant for the user."""
+
+
+# ------------------------------------------------------------------------------------ atomic writes
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename, on error it is
+    removed and the previous file stays intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunError(f"{path}: not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: not valid JSON ({exc})") from None
+
+
+# ------------------------------------------------------------------------------------------ metadata
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def git_commit(cwd: Path | None = None) -> Optional[str]:
+    """The project's git commit (with a '+dirty' mark), or None outside a checkout."""
+    here = cwd or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5)
+        if sha.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return sha.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    names = ["audiocomp", "torch", "torchvision", "torchaudio", "numpy", "librosa", "soundfile",
+             "torch-pruning", "onnx", "onnxruntime", "pydantic", "typer"]
+    out = {"python": platform.python_version()}
+    for name in names:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[name] = metadata.version(name)
+    return out
+
+
+def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------- run folder
+
+def runs_root(runs_dir: Optional[str | Path] = None) -> Path:
+    return Path(runs_dir or os.environ.get("AUDIOCOMP_RUNS") or DEFAULT_RUNS_DIR)
+
+
+def check_name(name: str) -> str:
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or name.startswith("."):
+        raise RunError(f"run name {name!r}: use letters, digits, '-', '_' and '.', not a path")
+    return name
+
+
+class Run:
+    """One run directory. Create with :meth:`create` (new) or :meth:`open` (existing, read-only)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._lock_fh = None
+
+    # -- paths
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __truediv__(self, other: str) -> Path:
+        return self.path / other
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    # -- reading
+    @property
+    def manifest(self) -> dict:
+        return read_json(self.manifest_path)
+
+    @property
+    def status(self) -> str:
+        return self.manifest.get("status", "unknown")
+
+    @property
+    def stage(self) -> str:
+        return self.manifest.get("stage", "unknown")
+
+    def config_dict(self) -> dict:
+        import yaml
+
+        try:
+            return yaml.safe_load((self.path / "config.yaml").read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise RunError(f"{self.path}: no config.yaml (not a run directory?)") from None
+
+    def config(self):
+        from .config import validate
+
+        return validate(self.config_dict())
+
+    def metrics(self) -> dict:
+        p = self.path / "metrics.json"
+        return read_json(p) if p.exists() else {}
+
+    @classmethod
+    def open(cls, ref: str | Path, runs_dir: Optional[str | Path] = None, require_done: bool = True) -> "Run":
+        """Find a run by path or by name under the runs dir; by default it must have finished."""
+        ref_path = Path(ref)
+        candidates = [ref_path, runs_root(runs_dir) / ref_path]
+        for path in candidates:
+            if (path / "manifest.json").is_file():
+                run = cls(path)
+                status = run.status
+                if require_done and status != "done":
+                    raise RunError(f"run {path}: status is '{status}', not 'done' (finish or --resume it first)")
+                return run
+        raise RunError(f"run {ref!r}: not found (looked in {', '.join(str(c) for c in candidates)})")
+
+    # -- writing
+    @classmethod
+    def create(cls, name: str, stage: str, runs_dir: Optional[str | Path] = None, *, force: bool = False,
+               resume: bool = False) -> "Run":
+        """Make (or, with resume, reopen) a run folder and take its lock."""
+        path = runs_root(runs_dir) / check_name(name)
+        run = cls(path)
+        exists = run.manifest_path.exists()
+        if exists and not (force or resume):
+            raise RunError(f"run {path} already exists ({run.status}): use --resume to continue it, "
+                           f"--force to replace it, or --name for a new one")
+        path.mkdir(parents=True, exist_ok=True)
+        run.lock()
+        if exists and force:
+            for child in path.iterdir():
+                if child.name == ".lock":
+                    continue
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        (path / "logs").mkdir(exist_ok=True)
+        return run
+
+    def lock(self) -> None:
+        """Exclusive, non-blocking lock held for this process's lifetime (released on exit or kill)."""
+        fh = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise RunError(f"run {self.path} is in use by another process (lock {self.path / '.lock'})") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}@{socket.gethostname()}\n")
+        fh.flush()
+        self._lock_fh = fh
+
+    def unlock(self) -> None:
+        if self._lock_fh is not None:
+            fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def write_config(self, cfg) -> None:
+        atomic_write_text(self.path / "config.yaml", cfg.to_yaml())
+
+    def start(self, stage: str, cfg, parents: list["Run"] = (), inputs: dict[str, str] | None = None,
+              device: str = "cpu") -> None:
+        previous = self.manifest if self.manifest_path.exists() else {}
+        self.write_config(cfg)
+        manifest = {
+            "stage": stage,
+            "name": self.name,
+            "status": "running",
+            "command": sys.argv,
+            "cwd": os.getcwd(),
+            "seed": cfg.seed,
+            "device": device,
+            "host": socket.gethostname(),
+            "platform": platform.platform(),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "parents": [{"name": p.name, "path": str(p.path.resolve()), "stage": p.stage} for p in parents],
+            "inputs": inputs or {},
+            "started": previous.get("started", _now()),
+            "attempts": previous.get("attempts", 0) + 1,
+            "ended": None,
+            "error": None,
+        }
+        atomic_write_json(self.manifest_path, manifest)
+
+    def update_manifest(self, **fields: Any) -> None:
+        manifest = self.manifest
+        manifest.update(fields)
+        atomic_write_json(self.manifest_path, manifest)
+
+    def finish(self) -> None:
+        self.update_manifest(status="done", ended=_now(), error=None)
+
+    def fail(self, error: BaseException | str) -> None:
+        msg = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        self.update_manifest(status="failed", ended=_now(), error=msg)
+
+    def write_metrics(self, metrics: dict) -> None:
+        atomic_write_json(self.path / "metrics.json", metrics)
+
+    def append_jsonl(self, name: str, record: dict) -> None:
+        """Append one line; a torn last line (kill mid-write) is skipped by :meth:`read_jsonl`."""
+        with open(self.path / name, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_jsonl(self, name: str) -> list[dict]:
+        p = self.path / name
+        if not p.exists():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+        return out
+
+    def parent(self, stage: Optional[str] = None) -> Optional["Run"]:
+        """The first parent run (of the given stage, searching up the chain)."""
+        for p in self.manifest.get("parents", []):
+            run = Run(Path(p["path"]))
+            if stage is None or run.stage == stage:
+                return run
+            found = run.parent(stage) if run.manifest_path.exists() else None
+            if found is not None:
+                return found
+        return None

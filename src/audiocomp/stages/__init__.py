@@ -1,0 +1,1 @@
+"""One module per command: `run(...)` does the stage's work inside a run directory."""

@@ -1,0 +1,52 @@
+"""What every stage shares: opening its run directory, recording start/finish/failure, finding parents."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from ..config import Config
+from ..runs import Run, RunError, runs_root
+
+
+def default_name(stage: str, cfg: Config, extra: str = "") -> str:
+    key = cfg.section_hash() if not extra else cfg.section_hash() + extra
+    return f"{stage}-{cfg.model.name}-{key[:8]}"
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, cfg: Config, name: str, runs_dir: Optional[str | Path] = None, *, force: bool = False,
+              resume: bool = False, parents: list[Run] = (), device: str = "cpu") -> Iterator[Run]:
+    """Create/lock the run, mark it running, and mark it done or failed (with the error) at the end."""
+    run = Run.create(name, stage, runs_dir, force=force, resume=resume)
+    try:
+        run.start(stage, cfg, parents, device=device)
+        yield run
+        run.finish()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            run.fail(exc if not isinstance(exc, KeyboardInterrupt) else "interrupted (KeyboardInterrupt)")
+        raise
+    finally:
+        run.unlock()
+
+
+def find_done(name: str, runs_dir: Optional[str | Path]) -> Optional[Run]:
+    path = runs_root(runs_dir) / name
+    if (path / "manifest.json").is_file():
+        run = Run(path)
+        if run.status == "done":
+            return run
+    return None
+
+
+def model_run_parent(run: Run) -> Run:
+    """The prepare run that a model run's data came from."""
+    prep = run if run.stage == "prepare" else run.parent("prepare")
+    if prep is None:
+        raise RunError(f"run {run.path}: no prepare run among its parents")
+    return prep
+
+
+def print_fn(quiet: bool) -> Callable[..., None]:
+    return (lambda *a, **k: None) if quiet else print

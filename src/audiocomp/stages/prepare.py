@@ -1,0 +1,75 @@
+"""`audiocomp prepare`: dataset index -> feature store (cached by content hash) -> splits.json + stats."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..config import Config
+from ..datasets import load_index
+from ..datasets.splits import make_splits, norm_stats
+from ..features.store import FeatureStore, build_store
+from ..runs import Run, atomic_write_json, read_json, runs_root
+from .common import find_done, stage_run
+
+SECTIONS = ("data", "features", "split")
+
+
+def store_dir(runs_dir: Optional[str | Path]) -> Path:
+    return runs_root(runs_dir) / ".store"
+
+
+def prepare_name(cfg: Config) -> str:
+    d = cfg.to_dict()
+    key = {s: d[s] for s in SECTIONS}
+    key["seed"] = cfg.seed
+    key["features"].pop("workers", None)
+    from ..config import stable_hash
+
+    return f"prepare-{cfg.data.dataset}-{stable_hash(key, 8)}"
+
+
+@dataclass
+class Prepared:
+    run: Run
+    store: FeatureStore
+    splits: dict
+
+    def split(self, index: int = 0) -> dict:
+        return self.splits["splits"][index]
+
+
+def load_prepared(run: Run) -> Prepared:
+    info = read_json(run / "data.json")
+    return Prepared(run=run, store=FeatureStore.open(Path(info["store"])), splits=read_json(run / "splits.json"))
+
+
+def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None, force: bool = False,
+        workers: Optional[int] = None, progress: bool = True) -> Prepared:
+    """Prepare (or reuse) the data for `cfg`. A finished prepare run with the same settings is reused."""
+    name = name or prepare_name(cfg)
+    existing = None if force else find_done(name, runs_dir)
+    if existing is not None:
+        return load_prepared(existing)
+    with stage_run("prepare", cfg, name, runs_dir, force=force, resume=True) as run_:
+        index = load_index(cfg.data)
+        if cfg.data.max_items and cfg.data.max_items < len(index.items):
+            rng = np.random.default_rng(cfg.seed)
+            keep = np.sort(rng.permutation(len(index.items))[: cfg.data.max_items])
+            index.items = [index.items[i] for i in keep]
+        store = build_store(index, cfg.data, cfg.features, store_dir(runs_dir), workers=workers, progress=progress)
+        splits = make_splits(store.items, cfg.split, cfg.seed)
+        for entry in splits["splits"]:
+            entry["norm"] = norm_stats(store.features, entry["train"], cfg.features.normalize)
+        atomic_write_json(run_ / "splits.json", splits)
+        atomic_write_json(run_ / "data.json", {"store": str(store.path.resolve()), "classes": store.classes,
+                                               "multilabel": store.multilabel, "root": str(index.root)})
+        counts = {e["name"]: {k: len(e[k]) for k in ("train", "val", "test")} for e in splits["splits"]}
+        run_.write_metrics({"store": str(store.path), "rows": len(store.items), "classes": len(store.classes),
+                            "skipped": store.report["skipped"], "errors": store.report["errors"][:50],
+                            "index_problems": index.problems[:50], "splits": counts,
+                            "build_seconds": store.report["seconds"]})
+        run_.update_manifest(inputs={"feature_store": store.path.name})
+    return load_prepared(run_)

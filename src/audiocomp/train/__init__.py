@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints and resume, augmentation, batching from the feature store."""

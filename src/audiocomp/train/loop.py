@@ -1,0 +1,217 @@
+"""The training loop: epochs with a progress bar, validation, `last`/`best` checkpoints every epoch, exact
+resume after an interruption, early stopping, AMP on CUDA, optional DDP (see distributed.py)."""
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..evaluate.metrics import classification_metrics, multilabel_metrics
+from ..models.io import atomic_torch_save, safe_torch_load
+from .augment import augment_batch, mixup
+from .data import ArrayBatches
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    """Returns (scheduler or None, steps it per batch?)."""
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs), False
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma), False
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
+                                                   steps_per_epoch=max(1, steps_per_epoch)), True
+    return None, False
+
+
+def loss_fn(multilabel: bool, label_smoothing: float = 0.0) -> Callable:
+    if multilabel:
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, batches, device: torch.device, multilabel: bool = False,
+                   progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
+    """Run `model` over batches: (scores (N, C) as probabilities, targets, mean loss)."""
+    from tqdm import tqdm
+
+    model.eval()
+    crit = loss_fn(multilabel)
+    scores, targets, total, n = [], [], 0.0, 0
+    for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress):
+        logits = model(x.to(device)).float()
+        y_dev = y.to(device)
+        total += float(crit(logits, y_dev)) * len(y)
+        n += len(y)
+        scores.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).cpu().numpy())
+        targets.append(y.numpy())
+    return np.concatenate(scores), np.concatenate(targets), total / max(n, 1)
+
+
+def score_metrics(scores: np.ndarray, targets: np.ndarray, num_classes: int, multilabel: bool, top_k: int = 3) -> dict:
+    return multilabel_metrics(scores, targets) if multilabel else classification_metrics(scores, targets, num_classes, top_k)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_value: Optional[float] = None
+    stopped_early: bool = False
+
+
+def _monitor_value(record: dict, monitor: str) -> Optional[float]:
+    v = record.get(monitor)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _better(value: float, best: Optional[float], monitor: str) -> bool:
+    if best is None:
+        return True
+    return value < best if monitor.endswith("loss") else value > best
+
+
+def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg: TrainConfig, num_classes: int,
+        multilabel: bool, ckpt_dir: Path, log: Callable[[dict], None], device: torch.device,
+        resume: bool = False, progress: bool = True, is_main: bool = True, ddp_model: Optional[nn.Module] = None,
+        on_best: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
+    """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights)
+    in `ckpt_dir` after every epoch. With resume, continue from `last.pt` exactly where it stopped."""
+    from tqdm import tqdm
+
+    net = ddp_model or model
+    model.to(device)
+    opt = make_optimizer(net.parameters(), cfg)
+    sched, per_batch = make_scheduler(opt, cfg, len(train))
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    crit = loss_fn(multilabel, cfg.label_smoothing)
+    result = FitResult()
+    start_epoch, bad_epochs = 0, 0
+    last = ckpt_dir / "last.pt"
+    if resume and last.exists():
+        state = safe_torch_load(last)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None and state.get("scheduler"):
+            sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+        start_epoch = int(state["epoch"]) + 1
+        result.history = list(state["history"])
+        result.best_epoch, result.best_value = int(state["best_epoch"]), state["best_value"]
+        bad_epochs = int(state["bad_epochs"])
+    aug_gen = torch.Generator()
+    for epoch in range(start_epoch, cfg.epochs):
+        aug_gen.manual_seed(int(torch.initial_seed()) % 2 ** 31 * 1000 + epoch)  # same draws after a resume
+        train.set_epoch(epoch)
+        net.train()
+        t0, total_loss, seen, correct = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and is_main))
+        for x, y in bar:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = augment_batch(x, cfg.augment, aug_gen)
+            target = y
+            if cfg.augment.mixup_alpha > 0:
+                x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(x)
+                loss = crit(logits.float(), target)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None and per_batch:
+                sched.step()
+            total_loss += float(loss.detach()) * len(y)
+            seen += len(y)
+            if not multilabel:
+                correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        if sched is not None and not per_batch:
+            sched.step()
+        elapsed = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+                  "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
+        if not multilabel:
+            record["train_accuracy"] = correct / max(seen, 1)
+        if val is not None and len(val.rows):
+            scores, targets, vloss = predict_scores(model, val, device, multilabel)
+            m = score_metrics(scores, targets, num_classes, multilabel)
+            record["val_loss"] = vloss
+            for key in ("accuracy", "macro_f1", "map"):
+                if key in m:
+                    record[f"val_{key}"] = m[key]
+        result.history.append(record)
+        value = _monitor_value(record, cfg.monitor)
+        if value is None:  # no validation set: the last epoch is the best one
+            value = -record["train_loss"] if not cfg.monitor.endswith("loss") else record["train_loss"]
+        improved = _better(value, result.best_value, cfg.monitor)
+        if improved:
+            result.best_epoch, result.best_value, bad_epochs = epoch + 1, value, 0
+        else:
+            bad_epochs += 1
+        if is_main:
+            log(record)
+            if improved:
+                atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt_dir / "best.pt")
+                if on_best:
+                    on_best(model)
+            atomic_torch_save({
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "scaler": scaler.state_dict() if use_amp else None,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
+                "best_value": result.best_value, "bad_epochs": bad_epochs,
+            }, last)
+        if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+            result.stopped_early = True
+            break
+    return result
