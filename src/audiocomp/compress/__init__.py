@@ -1,0 +1,1 @@
+"""Compression: pruning (magnitude, Taylor, hybrid), quantization (torch, ONNX Runtime), ONNX export."""

@@ -1,0 +1,37 @@
+"""ONNX export of float models and ONNX Runtime sessions (the portable path to ARM and x86 devices)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runs import atomic_path
+
+OPSET = 17  # STFT (for the optional mel front end) needs opset 17
+
+
+def export_onnx(model: nn.Module, feature_shape, path: Path | str, opset: int = OPSET) -> Path:
+    """Export `model` (input (B, *feature_shape), dynamic batch) to `path`, atomically."""
+    model = model.eval()
+    example = torch.randn(1, *feature_shape)
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model, (example,), str(tmp), input_names=["features"], output_names=["logits"],
+                          dynamic_axes={"features": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          dynamo=False)
+    return Path(path)
+
+
+def session(path: Path | str, threads: int = 0):
+    """An onnxruntime CPU session; threads=0 lets onnxruntime use all cores."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def run_session(sess, x: np.ndarray) -> np.ndarray:
+    return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
