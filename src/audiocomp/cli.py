@@ -19,7 +19,7 @@ app.add_typer(data_app, name="data")
 ConfigOpt = Annotated[Optional[list[Path]], typer.Option("-c", "--config", help="YAML config file (repeatable; later files win).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value (YAML value; repeatable).")]
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", envvar="AUDIOCOMP_RUNS", help="Where run directories go [default: runs].")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name [default: <stage>-<model>-<config hash>].")]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Run name [default: STAGE-MODEL-CONFIGHASH].")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing run of the same name.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="No progress bars or tables.")]
 
@@ -157,6 +157,7 @@ def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or 
 @app.command()
 @guarded
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and the runs.")] = Path("demo-output"),
+         per_class: Annotated[int, typer.Option(min=4, help="Synthetic clips per class, when generating.")] = 40,
          set_: SetOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
     """Run the whole pipeline on synthetic audio (generated if missing) and print the final table.
 
@@ -164,7 +165,7 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data a
     """
     from .stages import demo as stage
 
-    stage.run(out, set_ or [], force=force, progress=not quiet)
+    stage.run(out, set_ or [], per_class=per_class, force=force, progress=not quiet)
 
 
 @app.command()

@@ -17,13 +17,13 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("audiocomp.resources") / DEMO_CONFIG))
 
 
-def run(out: Path, overrides: list[str], force: bool = False, progress: bool = True) -> dict:
+def run(out: Path, overrides: list[str], per_class: int = PER_CLASS, force: bool = False, progress: bool = True) -> dict:
     """Every run is replaced on each call (the feature store is reused unless `force`)."""
     out = Path(out)
     synth = out / "synth"
     if not (synth / "metadata.csv").is_file():
         print(f"generating synthetic audio in {synth}")
-        generate(synth, per_class=PER_CLASS, seed=0, progress=progress)
+        generate(synth, per_class=per_class, seed=0, progress=progress)
     cfg = load_config([demo_config_path()], [f"data.root={synth}", *overrides])
     runs_dir = out / "runs"
     prepared = prepare.run(cfg, runs_dir, force=force, progress=progress)
