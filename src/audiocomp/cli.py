@@ -222,7 +222,7 @@ def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (b
 @guarded
 def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipeline plus a grid and/or a list of overrides).")],
           jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel processes [default: the file's jobs, 1].")] = None,
-          runs_dir: RunsDirOpt = None,
+          set_: SetOpt = None, runs_dir: RunsDirOpt = None,
           out: Annotated[Optional[Path], typer.Option("--out", help="sweep.json, logs and report [default: sweeps/<name>].")] = None,
           dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the combinations and their commands; run nothing.")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="Skip combinations that already finished.")] = False,
@@ -236,7 +236,7 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipelin
     """
     from .stages import sweep as stage
 
-    plan = stage.load(sweep_file, runs_dir, out)
+    plan = stage.load(sweep_file, runs_dir, out, set_ or [])
     jobs = jobs or plan.spec.jobs
     if dry_run:
         typer.echo("\n".join(stage.dry_run(plan, jobs, resume)))

@@ -22,6 +22,7 @@ dir (two sweeps, `--jobs N`) wait for each other instead of writing the same run
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import importlib
 import inspect
@@ -154,11 +155,21 @@ class PipelineSpec(BaseModel):
     stages: list[StageSpec] = Field(min_length=1)
 
 
-def _first_error(exc: ValidationError, path: Path) -> ConfigError:
-    err = exc.errors()[0]
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def schema_error(exc: ValidationError, path: Path, top: type[BaseModel], item: type[BaseModel]) -> ConfigError:
+    """The most useful error of a pipeline/sweep file as one line: unknown keys first, with a hint."""
+    err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        return ConfigError(f"{path}: {loc}: unknown key")
+        allowed = _keys(top if len(err["loc"]) == 1 else item)
+        hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+        return ConfigError(f"{path}: {loc}: unknown key" + (f"; did you mean '{hint[0]}'?" if hint else "")
+                           + f" (allowed: {', '.join(allowed)})")
+    if err["type"] == "missing":
+        return ConfigError(f"{path}: {loc}: required key missing")
     msg = err["msg"].removeprefix("Value error, ")
     return ConfigError(f"{path}: {loc}: {err.get('input')!r} is not valid: {msg}")
 
@@ -172,6 +183,8 @@ def check_graph(spec: PipelineSpec, path: Path) -> None:
             raise ConfigError(f"{where}: id '{st.id}' is used twice")
         allowed = STAGES[st.stage].parents
         parents = st.parents
+        if allowed == () and parents:
+            raise ConfigError(f"{where}: a {st.stage} stage has no parent; remove 'from'")
         for p in parents:
             if p not in kinds:
                 raise ConfigError(f"{where}: from: '{p}' is not an earlier stage id "
@@ -179,8 +192,6 @@ def check_graph(spec: PipelineSpec, path: Path) -> None:
             if allowed != ("*",) and kinds[p] not in allowed:
                 raise ConfigError(f"{where}: a {st.stage} stage cannot read a {kinds[p]} run "
                                   f"(it reads: {', '.join(allowed)})")
-        if allowed == () and parents:
-            raise ConfigError(f"{where}: a {st.stage} stage has no parent; remove 'from'")
         if allowed not in ((), ("*",)) and len(parents) != 1:
             raise ConfigError(f"{where}: a {st.stage} stage needs exactly one parent in 'from' "
                               f"(a {' or '.join(allowed)} stage id)")
@@ -193,7 +204,7 @@ def load_pipeline(path: Path | str) -> PipelineSpec:
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc, path) from None
+        raise schema_error(exc, path, PipelineSpec, StageSpec) from None
     check_graph(spec, path)
     return spec
 
@@ -262,12 +273,26 @@ def _resolve(st: StageSpec, spec: PipelineSpec, here: Path, extra: list[Path], c
     return load_config(own, [*st.set, *common, *scoped], base=parent.cfg.to_dict())
 
 
-def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = ()) -> list[Step]:
+def _check_names(st: StageSpec, cfg: Config, path: Path) -> None:
+    """Registered names are checked here so a typo fails before any stage has run, not an hour in."""
+    from ..datasets import ADAPTERS
+    from ..models import MODELS
+
+    checks = {"prepare": ("data.dataset", cfg.data.dataset, ADAPTERS), "train": ("model.name", cfg.model.name, MODELS)}
+    if st.stage in checks:
+        key, value, registry = checks[st.stage]
+        if value not in registry:
+            raise ConfigError(f"{path}: stage '{st.id}': {key}: unknown {registry.kind} {value!r} "
+                              f"(known: {', '.join(registry.names())})")
+
+
+def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = (), check: bool = True) -> list[Step]:
     """Resolve every stage's config and run name without doing any work (validates everything).
-    `files` are extra config files applied after the pipeline's `base` (e.g. a dataset for a sweep)."""
+    `files` are extra config files applied after the pipeline's `base` (e.g. a dataset for a sweep).
+    `check=False` skips the checks that need the stage modules, datasets and models to be installed."""
     path = Path(path)
     spec = load_pipeline(path)
-    for st in spec.stages:
+    for st in spec.stages if check else ():
         check_available(st.stage)
     here = path.resolve().parent
     common, scoped = split_overrides(list(overrides), {s.id for s in spec.stages})
@@ -279,6 +304,8 @@ def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = ()) ->
                            parents[0] if parents else None)
         except ConfigError as exc:
             raise ConfigError(f"{path}: stage '{st.id}': {exc}") from None
+        if check:
+            _check_names(st, cfg, path)
         if st.stage == "report":  # a report covers the named stages and everything upstream of them
             parents = ancestors(parents) if parents else list(steps.values())
         name = run_name(st.stage, cfg, parents) if STAGES[st.stage].makes_run else None

@@ -81,20 +81,20 @@ def load_sweep(path: Path | str) -> SweepSpec:
     try:
         return SweepSpec.model_validate(read_yaml(path))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            raise ConfigError(f"{path}: {loc}: unknown key (allowed: {', '.join(SweepSpec.model_fields)})") from None
-        raise ConfigError(f"{path}: {loc}: {err['msg'].removeprefix('Value error, ')}") from None
+        raise pipeline_stage.schema_error(exc, path, SweepSpec, SweepEntry) from None
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:60] or "x"
 
 
-def combinations(spec: SweepSpec, here: Path = Path(".")) -> list[Combo]:
+def _join(here: Path, rel: str) -> str:
+    return os.path.normpath(here / rel)
+
+
+def combinations(spec: SweepSpec, here: Path = Path("."), extra: list[str] = ()) -> list[Combo]:
     """Explicit entries crossed with the grid, in a stable order; ids are `NNN-<values>`.
-    Entry config files are relative to the sweep file (`here`)."""
+    Entry config files are relative to the sweep file (`here`); `extra` overrides come last."""
     keys = list(spec.grid)
     grid = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())]
     combos = []
@@ -103,7 +103,7 @@ def combinations(spec: SweepSpec, here: Path = Path(".")) -> list[Combo]:
             sets = [f"{k}={json.dumps(v)}" for k, v in point.items()]  # JSON is valid YAML for --set
             label = "_".join(p for p in [entry.name or "", *(_slug(str(v)) for v in point.values())] if p)
             combos.append(Combo(f"{len(combos):03d}-{_slug(label) if label else 'base'}",
-                                [*spec.set, *entry.set, *sets], [str(here / f) for f in entry.config]))
+                                [*spec.set, *entry.set, *sets, *extra], [_join(here, f) for f in entry.config]))
     return combos
 
 
@@ -147,17 +147,19 @@ class Sweep:
                 and all((self.runs_dir / n / "manifest.json").is_file() for n in made))
 
 
-def load(path: Path | str, runs_dir: Optional[Path] = None, out: Optional[Path] = None) -> Sweep:
-    """Read the sweep and plan every combination's pipeline, so any config error shows before work."""
+def load(path: Path | str, runs_dir: Optional[Path] = None, out: Optional[Path] = None,
+         overrides: list[str] = (), check: bool = True) -> Sweep:
+    """Read the sweep and plan every combination's pipeline, so any config error shows before work.
+    `overrides` (the command line's --set) apply to every combination, after its own."""
     path = Path(path)
     spec = load_sweep(path)
-    pipeline = path.parent / spec.pipeline
+    pipeline = Path(_join(path.parent, spec.pipeline))
     if not pipeline.is_file():
         raise ConfigError(f"{path}: pipeline: {pipeline} not found")
-    combos = combinations(spec, path.parent)
+    combos = combinations(spec, path.parent, list(overrides))
     for c in combos:
         try:
-            c.steps = pipeline_stage.plan(pipeline, c.overrides, c.files)
+            c.steps = pipeline_stage.plan(pipeline, c.overrides, c.files, check)
         except ConfigError as exc:
             raise ConfigError(f"{path}: combination {c.id}: {exc}") from None
     name = spec.name or path.stem
