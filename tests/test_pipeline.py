@@ -162,3 +162,39 @@ def test_a_claimed_run_makes_the_other_process_wait_or_give_up(tmp_path):
         assert release.is_set()
     assert said and "waiting for run train-x" in said[0]
     t.join()
+
+
+@pytest.mark.slow
+def test_a_stage_with_the_agreed_signature_plugs_in(tmp_path, tiny_overrides, monkeypatch):
+    """prune/quantize/bench/export modules are found by name and called as run(cfg, parent_run, runs_dir,
+    name=..., force=...); here a stand-in prune stage that copies its parent's model."""
+    import shutil
+    import sys
+    import types
+
+    from audiocomp.stages.common import stage_run
+
+    calls = []
+
+    def run(cfg, parent_run, runs_dir=None, *, name=None, force=False):
+        calls.append((parent_run.name, name, cfg.prune.sparsity))
+        with stage_run("prune", cfg, name, runs_dir, force=force, parents=[parent_run]) as r:
+            shutil.copytree(parent_run / "model", r / "model")
+            r.write_metrics({"method": "copy"})
+        return r
+
+    monkeypatch.setitem(sys.modules, "audiocomp.stages.prune", types.SimpleNamespace(run=run))
+    path = write(tmp_path, """
+stages:
+  - {id: data, stage: prepare}
+  - {id: fp32, stage: train, from: data}
+  - {id: small, stage: prune, from: fp32, set: [prune.sparsity=0.3]}
+  - {id: test, stage: eval, from: small}
+""")
+    kw = dict(runs_dir=tmp_path / "runs", out=tmp_path / "out", progress=False, quiet=True)
+    first = pipeline.run(path, [*tiny_overrides, "train.epochs=1"], **kw)
+    runs = {s["id"]: s["run"] for s in first["stages"]}
+    assert calls == [(runs["fp32"], runs["small"], 0.3)]
+    assert Run(tmp_path / "runs" / runs["test"]).manifest["parents"][0]["name"] == runs["small"]
+    again = pipeline.run(path, [*tiny_overrides, "train.epochs=1"], **kw)
+    assert len(calls) == 1 and statuses(again)["small"] == "reused"

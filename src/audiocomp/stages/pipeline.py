@@ -379,6 +379,11 @@ def _execute(step: Step, runs: dict[str, Run], runs_dir: Path, out: Path, progre
     return STAGES[step.stage].adapter(call), "resumed" if call.resume else "ran"
 
 
+def default_out(path: Path) -> Path:
+    """reports/<pipeline name>; a file called pipeline.yaml is named by its folder (paper/<id>/pipeline.yaml)."""
+    return Path("reports") / (path.parent.name if path.stem == "pipeline" else path.stem)
+
+
 def run(path: Path | str, overrides: list[str] = (), runs_dir: Optional[Path] = None,
         out: Optional[Path] = None, files: list[Path] = (), *, force: bool = False, wait: float = 3600.0, progress: bool = True,
         quiet: bool = False) -> dict:
@@ -387,7 +392,7 @@ def run(path: Path | str, overrides: list[str] = (), runs_dir: Optional[Path] = 
     path = Path(path)
     steps = plan(path, overrides, files)
     runs_dir = runs_root(runs_dir)
-    out = Path(out or Path("reports") / path.stem)
+    out = Path(out or default_out(path))
     summary: dict[str, Any] = {"pipeline": str(path), "overrides": list(overrides),
                                "files": [str(f) for f in files], "runs_dir": str(runs_dir),
                                "status": "running", "stages": []}
