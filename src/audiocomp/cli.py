@@ -75,7 +75,7 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt 
             quiet: QuietOpt = False):
     """Decode and featurize a dataset once into the feature store, and write its splits.
 
-    Example: `audiocomp prepare -c configs/demo.yaml --set features.n_mels=64`
+    Example: `audiocomp prepare -c configs/demo-settings.yaml --set features.n_mels=64`
     """
     from .stages import prepare as stage
 
@@ -95,7 +95,7 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
           quiet: QuietOpt = False):
     """Train a model on a prepared split; writes model/, checkpoints/, metrics and curves.
 
-    Example: `audiocomp train -c configs/demo.yaml --set train.epochs=5`
+    Example: `audiocomp train -c configs/demo-settings.yaml --set train.epochs=5`
     """
     from .runs import Run
     from .stages import train as stage
@@ -187,12 +187,79 @@ def models(feature_shape: Annotated[str, typer.Option(help="Input features as 1x
         typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,}  {info.summary}")
 
 
+@app.command("run")
+@guarded
+def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (base configs + stages).")],
+                 config: Annotated[Optional[list[Path]], typer.Option("-c", "--config", help="Extra config file after the pipeline's base (repeatable).")] = None,
+                 set_: SetOpt = None, runs_dir: RunsDirOpt = None,
+                 out: Annotated[Optional[Path], typer.Option("--out", help="Reports and pipeline.json [default: reports/PIPELINE-NAME].")] = None,
+                 dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each stage's run and whether it would be reused; run nothing.")] = False,
+                 force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even finished ones.")] = False,
+                 threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads [default: all cores].")] = None,
+                 wait: Annotated[float, typer.Option(help="Seconds to wait for a run another process is making.")] = 3600.0,
+                 quiet: QuietOpt = False):
+    """Run a pipeline of stages (prepare, train, prune, quantize, eval, bench, export, report), reusing finished ones.
+
+    `--set ID:section.key=value` overrides one stage only.
+
+    Example: `audiocomp run configs/demo.yaml --set train.epochs=3`
+    """
+    from .stages import pipeline as stage
+
+    if dry_run:
+        steps = stage.plan(pipeline, set_ or [], config or [])
+        typer.echo("\n".join(stage.describe(steps, runs_dir)))
+        return
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    summary = stage.run(pipeline, set_ or [], runs_dir, out, config or [], force=force, wait=wait, progress=not quiet,
+                        quiet=quiet)
+    typer.echo(f"pipeline done: {len(summary['stages'])} stages -> {out or stage.default_out(pipeline)}")
+
+
+@app.command()
+@guarded
+def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipeline plus a grid and/or a list of overrides).")],
+          jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Parallel processes [default: the file's jobs, 1].")] = None,
+          set_: SetOpt = None, runs_dir: RunsDirOpt = None,
+          out: Annotated[Optional[Path], typer.Option("--out", help="sweep.json, logs and report [default: sweeps/NAME].")] = None,
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the combinations and their commands; run nothing.")] = False,
+          resume: Annotated[bool, typer.Option("--resume", help="Skip combinations that already finished.")] = False,
+          emit_commands: Annotated[Optional[Path], typer.Option("--emit-commands", help="Write one shell command per combination (for Slurm arrays, CI matrices) and exit.")] = None,
+          quiet: QuietOpt = False):
+    """Run a pipeline for every combination of a grid or list of overrides; write sweep.json and a report.
+
+    Exit code 1 when any combination failed (the others still run).
+
+    Example: `audiocomp sweep configs/sweeps/demo-models.yaml --jobs 2`
+    """
+    from .stages import sweep as stage
+
+    plan = stage.load(sweep_file, runs_dir, out, set_ or [])
+    jobs = jobs or plan.spec.jobs
+    if dry_run:
+        typer.echo("\n".join(stage.dry_run(plan, jobs, resume)))
+        return
+    if emit_commands:
+        n = stage.emit_commands(plan, emit_commands, jobs, resume)
+        typer.echo(f"wrote {n} commands to {emit_commands}")
+        return
+    summary = stage.run(plan, jobs, resume=resume, progress=not quiet, quiet=quiet)
+    c = summary["counts"]
+    typer.echo(f"sweep {summary['status']}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
+               f"-> {plan.out / 'sweep.json'}" + (f"; report: {summary['report']}" if summary.get("report") else ""))
+    if c["failed"]:
+        raise typer.Exit(1)
+
+
 @config_app.command("show")
 @guarded
 def config_show(config: ConfigOpt = None, set_: SetOpt = None):
     """Print the fully resolved config (defaults, files, includes, --set) without running anything.
 
-    Example: `audiocomp config show -c configs/demo.yaml --set train.lr=0.001`
+    Example: `audiocomp config show -c configs/demo-settings.yaml --set train.lr=0.001`
     """
     typer.echo(_config(config, set_).to_yaml(), nl=False)
 

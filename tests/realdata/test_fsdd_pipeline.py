@@ -1,0 +1,35 @@
+"""Real data: FSDD through CNN -> Taylor prune -> static INT8 -> eval -> report, checked against the targets
+of the pruning and quantization issues (Taylor 50%: >= 2x fewer MACs, <= 1 point drop; Taylor + INT8:
+>= 8x smaller than FP32, <= 2 points drop). About 3-6 minutes on 2 cores."""
+import csv
+from pathlib import Path
+
+import pytest
+
+from audiocomp.config import ConfigError
+from audiocomp.stages import pipeline
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
+
+
+def test_fsdd_cnn_taylor_int8_pipeline_meets_the_targets(tmp_path, fsdd_root):
+    for stage in ("prune", "quantize"):
+        try:
+            pipeline.check_available(stage)
+        except ConfigError as exc:
+            pytest.skip(str(exc))
+    sets = [f"data.root={fsdd_root}", "train.epochs=8", "train.lr=0.003", "taylor:prune.method=taylor",
+            "taylor:prune.sparsity=0.5", "taylor:prune.finetune_epochs=3"]
+    summary = pipeline.run(CONFIGS / "demo-compress.yaml", sets, tmp_path / "runs", tmp_path / "out",
+                           [CONFIGS / "data" / "fsdd.yaml"], progress=False, quiet=True)
+    run_of = {s["id"]: s["run"] for s in summary["stages"]}
+    with open(tmp_path / "out" / "report" / "report.csv", newline="") as fh:
+        rows = {r["run"]: r for r in csv.DictReader(fh)}
+    fp32, taylor, int8 = (rows[run_of[i]] for i in ("fp32", "taylor", "int8"))
+    acc = {k: float(r["test_accuracy"]) for k, r in (("fp32", fp32), ("taylor", taylor), ("int8", int8))}
+    assert acc["fp32"] > 0.8, f"FP32 baseline too weak to judge compression: {acc}"
+    assert float(taylor["macs"]) <= float(fp32["macs"]) / 2
+    assert acc["taylor"] >= acc["fp32"] - 0.01, acc
+    assert float(int8["size_mb"]) <= float(fp32["size_mb"]) / 8
+    assert acc["int8"] >= acc["fp32"] - 0.02, acc
