@@ -142,6 +142,46 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
 
 @app.command()
 @guarded
+def bench(from_: Annotated[str, typer.Option("--from", help="The model run to benchmark (name or path).")],
+          threads: Annotated[Optional[str], typer.Option("--threads", help="Thread counts, e.g. 1,all [default: bench.threads].")] = None,
+          device_profile: Annotated[Optional[str], typer.Option("--device-profile", help="rpi4 or jetson-nano: thread/batch presets only (measured here, not on the device).")] = None,
+          config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+          force: ForceOpt = False, quiet: QuietOpt = False):
+    """Latency (median/p90/p99), throughput, fresh-process peak memory and cold start, per runtime and threads.
+
+    Example: `audiocomp bench --from train-cnn-1a2b3c4d --threads 1,all`
+    """
+    from .stages import bench as stage
+
+    model_run = _open_run(from_, runs_dir)
+    extra = list(set_ or [])
+    if threads:
+        extra.append("bench.threads=[" + ",".join("0" if t.strip() == "all" else t.strip() for t in threads.split(",")) + "]")
+    if device_profile:
+        extra.append(f"bench.device_profile={device_profile}")
+    cfg = _config(config, extra, base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet)
+    m = run.metrics()
+    if m.get("device_profile"):
+        typer.echo(f"note: {m['device_profile']['disclaimer']}")
+    typer.echo(f"{m['system']['cpu']} ({m['system']['logical_cores']} logical cores)")
+    for rt, r in m["runtimes"].items():
+        if "unavailable" in r:
+            typer.echo(f"  {rt:12s} unavailable: {r['unavailable']}")
+            continue
+        for t, v in r["threads"].items():
+            lat = v["latency"]
+            thr = ", ".join(f"batch {n}: {x['items_per_s']:.0f}/s" for n, x in v["throughput"].items())
+            typer.echo(f"  {rt:12s} {t} thread(s): {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}, "
+                       f"p99 {lat['p99_ms']:.2f}, IQR {lat['iqr_ms']:.2f}); {thr}")
+        fp = r.get("fresh_process", {})
+        if "peak_rss_mb" in fp:
+            typer.echo(f"  {rt:12s} fresh process: peak {fp['peak_rss_mb']:.0f} MB, first prediction after {fp['cold_start_s']:.2f} s")
+    typer.echo(f"-> {run.path}")
+
+
+@app.command()
+@guarded
 def export(from_: Annotated[str, typer.Option("--from", help="The model run to export (name or path).")],
            format_: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
            out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
