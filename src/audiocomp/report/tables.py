@@ -25,6 +25,27 @@ COLUMNS = [
     ("parameters", "Params", "{:,}"),
     ("nonzero", "Non-zero", "{:,}"),
     ("macs", "MACs", "{:,}"),
+    ("latency_ms", "Latency (ms)", "{:.2f}"),
+    ("latency_iqr_ms", "IQR (ms)", "{:.2f}"),
+    ("runtime", "Runtime", "{}"),
+    ("peak_rss_mb", "Peak RSS (MB)", "{:.0f}"),
+    ("cold_start_s", "Cold start (s)", "{:.2f}"),
+    ("published", "Published (theirs)", "{}"),
+]
+
+# The studies' own table layout: Model | Train accuracy | Validation accuracy | Model size, plus measured costs.
+STUDY_COLUMNS = [
+    ("run", "Model", "{}"),
+    ("method", "Compression", "{}"),
+    ("train_accuracy", "Train accuracy", "{:.1%}"),
+    ("val_accuracy", "Validation accuracy", "{:.1%}"),
+    ("test_accuracy", "Test accuracy", "{:.1%}"),
+    ("size_mb", "Model size (MB)", "{:.2f}"),
+    ("macs", "MACs", "{:,}"),
+    ("nonzero", "Non-zero params", "{:,}"),
+    ("latency_ms", "Latency (ms)", "{:.2f}"),
+    ("peak_rss_mb", "Memory (MB)", "{:.0f}"),
+    ("published", "Published (theirs)", "{}"),
 ]
 
 
@@ -43,13 +64,21 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
     return list(found.values())
 
 
-def model_rows(runs: list[Run]) -> list[dict]:
-    """One row per model run (train, prune, quantize); its latest finished eval run adds test metrics."""
-    evals: dict[str, dict] = {}
+def latest_by_model_run(runs: list[Run], stage: str) -> dict[str, dict]:
+    """metrics.json of the finished `stage` runs, keyed by the model run they measured (later wins)."""
+    out: dict[str, dict] = {}
     for r in runs:
-        if r.stage == "eval" and r.status == "done":
+        if r.stage == stage and r.status == "done":
             m = r.metrics()
-            evals[m.get("model_run", "")] = m
+            out[m.get("model_run", "")] = m
+    return out
+
+
+def model_rows(runs: list[Run]) -> list[dict]:
+    """One row per model run (train, prune, quantize); its latest finished eval run adds test metrics and
+    model facts, its latest bench run the latency (fastest runtime at 1 thread) and fresh-process memory."""
+    evals = latest_by_model_run(runs, "eval")
+    benches = latest_by_model_run(runs, "bench")
     rows = []
     for r in runs:
         if r.stage not in MODEL_STAGES or r.status != "done":
@@ -70,6 +99,9 @@ def model_rows(runs: list[Run]) -> list[dict]:
             if facts.get("file_bytes") is not None:
                 row["size_mb"] = facts["file_bytes"] / 1e6
                 row["zipped_mb"] = facts["zipped_bytes"] / 1e6
+        head = benches.get(r.name, {}).get("headline", {})
+        row.update({k: head.get(k) for k in ("latency_ms", "latency_iqr_ms", "runtime", "peak_rss_mb", "cold_start_s")})
+        row["dataset"] = cfg.get("data", {}).get("dataset")
         model_file = r.path / "model" / "model.pt"
         if row.get("size_mb") is None and model_file.exists():
             row["size_mb"] = model_file.stat().st_size / 1e6
