@@ -40,6 +40,8 @@ def guarded(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, SystemExit):  # before _user_errors(), whose imports pull in torch
+            raise
         except _user_errors() as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
