@@ -65,11 +65,14 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
 
 
 def latest_by_model_run(runs: list[Run], stage: str) -> dict[str, dict]:
-    """metrics.json of the finished `stage` runs, keyed by the model run they measured (later wins)."""
+    """metrics.json of the finished `stage` runs, keyed by the model run they measured; the most recently
+    finished wins. Bench runs with a device profile (other thread counts) are left out of the table."""
+    done = sorted((r for r in runs if r.stage == stage and r.status == "done"),
+                  key=lambda r: r.manifest.get("ended") or "")
     out: dict[str, dict] = {}
-    for r in runs:
-        if r.stage == stage and r.status == "done":
-            m = r.metrics()
+    for r in done:
+        m = r.metrics()
+        if not m.get("device_profile"):
             out[m.get("model_run", "")] = m
     return out
 
