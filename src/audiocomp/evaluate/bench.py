@@ -95,3 +95,34 @@ def fresh_process(runtime: str, model: str, input_npy: Path, threads: int) -> di
     probe = json.loads(out.decode().strip().splitlines()[-1])
     return {"peak_rss_mb": probe["peak_rss_kb"] / 1024, "cold_start_s": probe["first_prediction_at"] - t0,
             "process_wall_s": wall, "threads": threads}
+
+
+PREDICT_WRAPPER = """import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+print("PEAK_RSS_KB", hwm[0] if hwm else -1, "TORCH" if "torch" in sys.modules else "NO-TORCH", code, file=sys.stderr)
+"""
+
+
+def predict_process(deploy_dir: Path, clip: Path) -> dict:
+    """Wall time and peak memory of a fresh `python predict.py DIR CLIP` (the device path: numpy, soundfile,
+    onnxruntime), start-up included."""
+    script = Path(deploy_dir) / "predict.py"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PREDICT_WRAPPER, str(script), str(deploy_dir), str(clip), "--json"],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    wall = time.perf_counter() - t0
+    tail = [line for line in proc.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    if not tail or proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:300]}
+    _, kb, torch_flag, code = tail[-1].split()
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"wall_s": wall, "peak_rss_mb": int(kb) / 1024, "imported_torch": torch_flag == "TORCH",
+            "exit_code": int(code) if code.lstrip("-").isdigit() else code, "windows": len(answer.get("windows", [])),
+            "top": answer.get("top", [])[:1]}
