@@ -102,3 +102,36 @@ def test_predict_cli_exit_code_and_torch_free_path(exports, tmp_path, synth_root
     out = subprocess.run([sys.executable, "predict.py", ".", str(good), "--json"], cwd=fe.path / "deploy",
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and json.loads(out.stdout)["file"] == str(good)
+
+
+def test_an_onnx_int8_artifact_is_evaluated_exported_and_benched_as_itself(trained_run, tmp_path):
+    """A model folder whose last compression step is an ONNX Runtime INT8 file (what quantization writes)."""
+    import shutil
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from audiocomp.compress.onnx import export_onnx
+    from audiocomp.config import load_config
+    from audiocomp.models import load_model
+    from audiocomp.runs import Run, atomic_write_json
+    from audiocomp.stages import bench, evaluate, export
+
+    runs, model_run, cfg = trained_run
+    q = runs / "tiny-int8"
+    shutil.copytree(model_run.path, q, dirs_exist_ok=True)
+    model, spec = load_model(q / "model")
+    export_onnx(model, spec.feature_shape, tmp_path / "float.onnx")
+    quantize_dynamic(str(tmp_path / "float.onnx"), str(q / "model" / "model.onnx"), weight_type=QuantType.QInt8)
+    spec.compression = [{"method": "dynamic", "format": "int8", "artifact": "model.onnx", "backend": "onnxruntime"}]
+    atomic_write_json(q / "model" / "arch.json", spec.to_dict())
+    qrun = Run(q)
+
+    facts = evaluate.run(cfg, qrun, runs, name="ev-int8", force=True, progress=False).metrics()["model_facts"]
+    assert facts["format"] == "int8" and facts["file_bytes"] == (q / "model" / "model.onnx").stat().st_size
+    assert "onnx initializers" in facts["parameters_source"] and facts["macs"] > 0
+    # on this branch load_model rebuilds the float model (the reference), so allow INT8-vs-float differences
+    exp = export.run(cfg, qrun, runs, name="exp-int8", force=True, tolerance=0.1)
+    assert (exp.path / "deploy" / "model.onnx").read_bytes() == (q / "model" / "model.onnx").read_bytes()
+    bcfg = load_config([], ["bench.iterations=3", "bench.threads=[1]", "bench.fresh_process=false"], base=cfg.to_dict())
+    m = bench.run(bcfg, qrun, runs, name="bench-int8", force=True, progress=False).metrics()
+    assert "unavailable" in m["runtimes"]["torch"] and m["runtimes"]["onnxruntime"]["threads"]["1"]["latency"]["n"] == 3

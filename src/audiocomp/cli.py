@@ -189,6 +189,7 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
            out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
            with_frontend: Annotated[bool, typer.Option("--with-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples.")] = False,
            tolerance: Annotated[float, typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check.")] = 1e-3,
+           torchscript: Annotated[bool, typer.Option("--torchscript", help="Also write model.ts.pt (traced, features in).")] = False,
            runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False):
     """Write a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py) and check it
     against the original model on real inputs.
@@ -202,7 +203,7 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
         raise ConfigError(f"--format {format_}: only onnx is supported")
     model_run = _open_run(from_, runs_dir)
     run = stage.run(model_run.config(), model_run, runs_dir, name=name, force=force, with_frontend=with_frontend,
-                    out=out, tolerance=tolerance)
+                    out=out, tolerance=tolerance, torchscript=torchscript)
     m = run.metrics()
     typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX ({'audio in' if m['with_frontend'] else 'features in'}); "
                f"max |diff| vs original {m['max_abs_diff']:.2e} on {m['check_items']} items, "

@@ -32,6 +32,18 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(macs)
 
 
+def onnx_parameter_counts(path: Path | str) -> dict[str, int]:
+    """Elements and non-zero elements of an ONNX graph's initializers with more than one element: the
+    weights (and, for a quantized graph, its per-channel scales and zero points)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    arrays = [a for a in arrays if a.size > 1]
+    return {"parameters": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}
+
+
 def file_sizes(path: Path | str) -> dict[str, int]:
     """Bytes on disk, and bytes after DEFLATE (what a sparse model really saves when stored compressed)."""
     path = Path(path)

@@ -11,9 +11,10 @@ from typing import Optional
 import torch
 
 from ..config import Config
-from ..evaluate.facts import count_macs, example_input, file_sizes, format_facts, model_file, parameter_counts
+from ..evaluate.facts import (count_macs, example_input, file_sizes, format_facts, model_file, onnx_parameter_counts,
+                              parameter_counts)
 from ..evaluate.metrics import mean_std, per_class_rows
-from ..models import load_model
+from ..models import build_model, load_model
 from ..report.plots import confusion_plot
 from ..runs import Run, RunError, atomic_path
 from ..train.loop import predict_scores, score_metrics
@@ -23,13 +24,23 @@ from .train import split_batches
 
 
 def model_facts(model, spec, folder: Path) -> dict:
-    facts = parameter_counts(model)
-    facts.update(file_sizes(model_file(folder, spec)))
+    """Measured facts of the model as stored. An ONNX artifact is counted over its initializers; its MACs
+    are those of the float architecture it was made from (quantization changes their precision, not their
+    number), and the `*_source` keys say so."""
+    path = model_file(folder, spec)
+    facts = onnx_parameter_counts(path) if path.suffix == ".onnx" else parameter_counts(model)
+    if path.suffix == ".onnx":
+        facts["parameters_source"] = "onnx initializers (weights, plus scales/zero points if quantized)"
+    facts.update(file_sizes(path))
     try:
         facts["macs"] = count_macs(model, example_input(spec.feature_shape))
-    except Exception as exc:  # e.g. quantized ops the counter cannot trace: say so, never guess
-        facts["macs"] = None
+    except Exception as exc:  # quantized ops the counter cannot trace: count the float architecture instead
         facts["macs_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        try:
+            facts["macs"] = count_macs(build_model(spec), example_input(spec.feature_shape))
+            facts["macs_source"] = "float architecture of the same shape"
+        except Exception:
+            facts["macs"] = None
     facts.update(format_facts(spec))
     return facts
 

@@ -102,7 +102,7 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, with_frontend: bool = False, out: Optional[Path] = None,
-        tolerance: float = TOLERANCE) -> Run:
+        tolerance: float = TOLERANCE, torchscript: bool = False) -> Run:
     name = name or f"export-{model_run.name}" + ("-frontend" if with_frontend else "")
     with stage_run("export", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
         folder = model_run.path / "model"
@@ -122,6 +122,10 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             if cfg.features.kind == "mfcc":
                 np.save(deploy / "dct.npy", dct_matrix(cfg.features.n_mfcc, cfg.features.n_mels))
         shutil.copyfile(predict_onnx.__file__, deploy / "predict.py")
+        if torchscript:  # optional: the traced float model (features in), for torch-based devices
+            with torch.no_grad():
+                example = torch.zeros(1, *spec.feature_shape)
+                torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(deploy / "model.ts.pt"))
 
         # the check: exported graph vs the original model on real items (and, with the front end, from audio)
         feats, waves = check_inputs(cfg, model_run, raw_input)
