@@ -234,7 +234,7 @@ def predict(model: Annotated[Path, typer.Argument(help="An exported folder, an e
 def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],
            out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
            config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
-    """Aggregate runs into markdown and CSV tables (accuracy, size, parameters, MACs).
+    """Aggregate runs into markdown, CSV and HTML: study-style tables, published numbers, trade-off plots.
 
     Example: `audiocomp report runs/ --out report/`
     """
