@@ -42,11 +42,9 @@ def match(row: dict, studies: list[dict]) -> Optional[str]:
     return None
 
 
-def published_table(studies: list[dict]) -> str:
-    lines = ["| Study | Model | Method | Accuracy (theirs) | Size (theirs, MB) |", "|---|---|---|---|---|"]
-    for s in studies:
-        for r in s.get("rows", []):
-            acc = f"{r['accuracy']:.1%}" if r.get("accuracy") is not None else "-"
-            size = f"{r['size_mb']:g}" if r.get("size_mb") is not None else "-"
-            lines.append(f"| {s['id']} | {s.get('model', '-')} | {r['method']} | {acc} | {size} |")
-    return "\n".join(lines) + "\n"
+PUBLISHED_COLUMNS = [("study", "Study", "{}"), ("model", "Model", "{}"), ("method", "Method", "{}"),
+                     ("accuracy", "Accuracy (theirs)", "{:.1%}"), ("size_mb", "Size (theirs, MB)", "{:g}")]
+
+
+def published_rows(studies: list[dict]) -> list[dict]:
+    return [{"study": s["id"], "model": s.get("model"), **r} for s in studies for r in s.get("rows", [])]

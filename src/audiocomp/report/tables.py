@@ -112,7 +112,7 @@ def model_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def _fmt(value, pattern: str) -> str:
+def fmt_value(value, pattern: str) -> str:
     if value is None:
         return "-"
     try:
@@ -125,7 +125,7 @@ def markdown(rows: list[dict], columns=COLUMNS) -> str:
     cols = [c for c in columns if any(r.get(c[0]) is not None for r in rows)] or columns[:2]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(fmt_value(r.get(k), f) for k, _, f in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,6 +140,6 @@ def to_csv(rows: list[dict], columns=COLUMNS) -> str:
 def terminal(rows: list[dict], keys: Optional[list[str]] = None) -> str:
     """A compact fixed-width table for the console."""
     cols = [c for c in COLUMNS if (keys is None or c[0] in keys) and any(r.get(c[0]) is not None for r in rows)]
-    cells = [[h for _, h, _ in cols]] + [[_fmt(r.get(k), f) for k, _, f in cols] for r in rows]
+    cells = [[h for _, h, _ in cols]] + [[fmt_value(r.get(k), f) for k, _, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from ..config import Config
-from ..report.papers import load_papers, match, published_table
-from ..report.tables import STUDY_COLUMNS, discover, markdown, model_rows, to_csv
+from ..report.papers import PUBLISHED_COLUMNS, load_papers, match, published_rows
+from ..report.tables import STUDY_COLUMNS, fmt_value, discover, markdown, model_rows, to_csv
 from ..runs import atomic_write_text
 
 
@@ -37,24 +37,24 @@ def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
     return made
 
 
-def html_page(title: str, summary: str, rows: list[dict], published: str, plots: list[tuple[str, str]]) -> str:
-    def table(cols) -> str:
-        cols = [c for c in cols if any(r.get(c[0]) is not None for r in rows)]
-        from ..report.tables import _fmt
+def html_table(rows: list[dict], columns) -> str:
+    cols = [c for c in columns if any(r.get(c[0]) is not None for r in rows)]
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt_value(r.get(k), f))}</td>" for k, _, f in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
 
-        head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in cols)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k), f))}</td>" for k, _, f in cols) + "</tr>"
-                       for r in rows)
-        return f"<table><tr>{head}</tr>{body}</table>"
 
+def html_page(title: str, summary: str, rows: list[dict], published: list[dict], plots: list[tuple[str, str]]) -> str:
     figs = "".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
                    f"</figcaption></figure>" for c, f in plots)
-    pub = f"<h2>Published numbers (theirs, not measured here)</h2><pre>{html.escape(published)}</pre>" if published else ""
+    pub = (f"<h2>Published numbers (theirs, not measured here)</h2>{html_table(published, PUBLISHED_COLUMNS)}"
+           if published else "")
     style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:right}img{max-width:100%}figure{display:inline-block;margin:1em;vertical-align:top}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}"
-            f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>{table(STUDY_COLUMNS)}"
-            f"{pub}<h2>Plots</h2>{figs}</body></html>\n")
+            f"</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(summary)}</p>"
+            f"{html_table(rows, STUDY_COLUMNS)}{pub}<h2>Plots</h2>{figs}</body></html>\n")
 
 
 def run(cfg: Config, sources: list[str | Path], out: Path) -> dict:
@@ -68,10 +68,10 @@ def run(cfg: Config, sources: list[str | Path], out: Path) -> dict:
     plots = collect_plots(runs, rows, out) if cfg.report.plots else []
     summary = (f"{len(rows)} model runs from {len(runs)} run directories. Every number in the first table is measured "
                "by audiocomp on this machine; 'Published (theirs)' and the last table are the studies' own figures.")
-    published = published_table(studies) if studies else ""
+    published = published_rows(studies)
     lines = [f"# {cfg.report.title}", "", summary, "", markdown(rows, STUDY_COLUMNS)]
     if published:
-        lines += ["## Published numbers (theirs, not measured here)", "", published]
+        lines += ["## Published numbers (theirs, not measured here)", "", markdown(published, PUBLISHED_COLUMNS)]
     if plots:
         lines += ["## Plots", ""] + [f"![{c}]({f})\n" for c, f in plots]
     written = {}
