@@ -135,3 +135,14 @@ def test_an_onnx_int8_artifact_is_evaluated_exported_and_benched_as_itself(train
     bcfg = load_config([], ["bench.iterations=3", "bench.threads=[1]", "bench.fresh_process=false"], base=cfg.to_dict())
     m = bench.run(bcfg, qrun, runs, name="bench-int8", force=True, progress=False).metrics()
     assert "unavailable" in m["runtimes"]["torch"] and m["runtimes"]["onnxruntime"]["threads"]["1"]["latency"]["n"] == 3
+
+
+@pytest.mark.realdata
+def test_predict_on_real_recordings(exports, fsdd_root, capsys):
+    """Real 8-kHz spoken digits (short, so one padded window each) through both exported folders."""
+    files = sorted((fsdd_root / "recordings").glob("*.wav"))[:5]
+    for run in exports[:2]:
+        assert predict_paths([str(f) for f in files], OnnxClassifier(run.path / "deploy", 1), 3, True) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [d["file"] for d in lines] == [str(f) for f in files]
+        assert all(len(d["windows"]) == 1 and abs(sum(t["score"] for t in d["top"])) <= 1 + 1e-6 for d in lines)
