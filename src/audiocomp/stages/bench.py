@@ -104,7 +104,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     profile = DEVICE_PROFILES.get(b.device_profile) if b.device_profile else None
     threads = profile["threads"] if profile else b.threads
     batch_sizes = profile["batch_sizes"] if profile else b.batch_sizes
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = sorted({t if t > 0 else cores for t in threads})
     name = name or f"bench-{model_run.name}" + (f"-{b.device_profile}" if b.device_profile else "")
     with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
