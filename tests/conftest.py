@@ -42,3 +42,18 @@ def fsdd_root() -> Path:
     if not (FSDD / "recordings").is_dir():
         pytest.skip(f"FSDD not found at {FSDD} (set AUDIOCOMP_FSDD)")
     return FSDD
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_root, tmp_path_factory):
+    """A tiny CNN trained once (1 epoch) on the synthetic set: (runs dir, model run, config)."""
+    from audiocomp.config import load_config
+    from audiocomp.stages import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config([], [f"data.root={synth_root}", "data.dataset=synth", "features.sample_rate=8000",
+                           "features.duration=1.0", "features.n_fft=256", "features.hop_length=128",
+                           "features.n_mels=32", "features.workers=1", "model.name=cnn",
+                           "model.kwargs.channels=[8,16]", "train.epochs=1", "train.batch_size=16",
+                           "train.lr=0.003", "split.val_fraction=0.2"])
+    return runs, train.run(cfg, runs, name="tiny-train", progress=False), cfg

@@ -40,6 +40,8 @@ def guarded(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, SystemExit):  # before _user_errors(), whose imports pull in torch
+            raise
         except _user_errors() as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -115,25 +117,116 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
 
 @app.command("eval")
 @guarded
-def evaluate(from_: Annotated[str, typer.Option("--from", help="The model run to evaluate (name or path).")],
+def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(s) to evaluate (name or path; repeat for several runs, e.g. folds).")],
              config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
              force: ForceOpt = False,
              split: Annotated[Optional[str], typer.Option(help="train, val or test [default: eval.split].")] = None,
              quiet: QuietOpt = False):
-    """Accuracy, macro-F1, confusion matrix and model facts (size, parameters, MACs) of a model run.
+    """Accuracy, macro-F1, per-class precision/recall, confusion matrix and model facts of model runs;
+    several runs (or a run with per-fold models) also get mean +- std.
 
     Example: `audiocomp eval --from train-cnn-1a2b3c4d --split test`
     """
     from .stages import evaluate as stage
 
-    model_run = _open_run(from_, runs_dir)
-    cfg = _config(config, set_, base=model_run.config_dict())
-    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, split=split, progress=not quiet)
+    model_runs = [_open_run(f, runs_dir) for f in from_]
+    cfg = _config(config, set_, base=model_runs[0].config_dict())
+    run = stage.run(cfg, model_runs, runs_dir, name=name, force=force, split=split, progress=not quiet)
     m = run.metrics()
     facts = m["model_facts"]
     score = f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}" if "accuracy" in m else f"mAP {m['map']:.3f}"
     typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, "
-               f"{facts['file_bytes'] / 1e6:.2f} MB -> {run.path}")
+               f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''} -> {run.path}")
+    for key, s in m.get("cv", {}).items():
+        if key in ("accuracy", "macro_f1", "map") or key.startswith("top"):
+            typer.echo(f"  {key}: {s['mean']:.3f} +- {s['std']:.3f} over {s['n']} models")
+
+
+@app.command()
+@guarded
+def bench(from_: Annotated[str, typer.Option("--from", help="The model run to benchmark (name or path).")],
+          threads: Annotated[Optional[str], typer.Option("--threads", help="Thread counts, e.g. 1,all [default: bench.threads].")] = None,
+          device_profile: Annotated[Optional[str], typer.Option("--device-profile", help="rpi4 or jetson-nano: thread/batch presets only (measured here, not on the device).")] = None,
+          config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+          force: ForceOpt = False, quiet: QuietOpt = False):
+    """Latency (median/p90/p99), throughput, fresh-process peak memory and cold start, per runtime and threads.
+
+    Example: `audiocomp bench --from train-cnn-1a2b3c4d --threads 1,all`
+    """
+    from .stages import bench as stage
+
+    model_run = _open_run(from_, runs_dir)
+    extra = list(set_ or [])
+    if threads:
+        extra.append("bench.threads=[" + ",".join("0" if t.strip() == "all" else t.strip() for t in threads.split(",")) + "]")
+    if device_profile:
+        extra.append(f"bench.device_profile={device_profile}")
+    cfg = _config(config, extra, base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet)
+    m = run.metrics()
+    if m.get("device_profile"):
+        typer.echo(f"note: {m['device_profile']['disclaimer']}")
+    typer.echo(f"{m['system']['cpu']} ({m['system']['logical_cores']} logical cores)")
+    for rt, r in m["runtimes"].items():
+        if "unavailable" in r:
+            typer.echo(f"  {rt:12s} unavailable: {r['unavailable']}")
+            continue
+        for t, v in r["threads"].items():
+            lat = v["latency"]
+            thr = ", ".join(f"batch {n}: {x['items_per_s']:.0f}/s" for n, x in v["throughput"].items())
+            typer.echo(f"  {rt:12s} {t} thread(s): {lat['median_ms']:.2f} ms median (p90 {lat['p90_ms']:.2f}, "
+                       f"p99 {lat['p99_ms']:.2f}, IQR {lat['iqr_ms']:.2f}); {thr}")
+        fp = r.get("fresh_process", {})
+        if "peak_rss_mb" in fp:
+            typer.echo(f"  {rt:12s} fresh process: peak {fp['peak_rss_mb']:.0f} MB, first prediction after {fp['cold_start_s']:.2f} s")
+    typer.echo(f"-> {run.path}")
+
+
+@app.command()
+@guarded
+def export(from_: Annotated[str, typer.Option("--from", help="The model run to export (name or path).")],
+           format_: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
+           out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
+           with_frontend: Annotated[bool, typer.Option("--with-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples.")] = False,
+           tolerance: Annotated[float, typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check.")] = 1e-3,
+           torchscript: Annotated[bool, typer.Option("--torchscript", help="Also write model.ts.pt (traced, features in).")] = False,
+           runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False):
+    """Write a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py) and check it
+    against the original model on real inputs.
+
+    Example: `audiocomp export --from train-cnn-1a2b3c4d --format onnx --with-frontend --out deploy/`
+    """
+    from .config import ConfigError
+    from .stages import export as stage
+
+    if format_ != "onnx":
+        raise ConfigError(f"--format {format_}: only onnx is supported")
+    model_run = _open_run(from_, runs_dir)
+    run = stage.run(model_run.config(), model_run, runs_dir, name=name, force=force, with_frontend=with_frontend,
+                    out=out, tolerance=tolerance, torchscript=torchscript)
+    m = run.metrics()
+    typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX ({'audio in' if m['with_frontend'] else 'features in'}); "
+               f"max |diff| vs original {m['max_abs_diff']:.2e} on {m['check_items']} items, "
+               f"top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
+
+
+@app.command()
+@guarded
+def predict(model: Annotated[Path, typer.Argument(help="An exported folder, an export run or a model run.")],
+            files: Annotated[list[str], typer.Argument(help="Audio files or folders of them.")],
+            top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels per answer.")] = 3,
+            json_: Annotated[bool, typer.Option("--json", help="One JSON object per line (file, top, windows, or error).")] = False,
+            threads: Annotated[int, typer.Option(help="Runtime threads (0: all cores).")] = 0):
+    """Top-k labels with scores for each file; long files in windows (per-window and mean answers).
+    A file that cannot be read gets an error line; the exit code is 1 if any file failed.
+
+    Example: `audiocomp predict runs/export-train-cnn-1a2b3c4d clip.wav recordings/ --json`
+    """
+    from .deploy.predict_onnx import predict_paths
+    from .stages.predict import classifier
+
+    if predict_paths(files, classifier(model, threads), top_k, json_):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -141,7 +234,7 @@ def evaluate(from_: Annotated[str, typer.Option("--from", help="The model run to
 def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],
            out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
            config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
-    """Aggregate runs into markdown and CSV tables (accuracy, size, parameters, MACs).
+    """Aggregate runs into markdown, CSV and HTML: study-style tables, published numbers, trade-off plots.
 
     Example: `audiocomp report runs/ --out report/`
     """

@@ -120,15 +120,21 @@ class EvalConfig(Section):
 
 
 class BenchConfig(Section):
-    threads: list[int] = Field(default_factory=lambda: [1])
-    batch_sizes: list[int] = Field(default_factory=lambda: [1])
+    threads: list[int] = Field(default_factory=lambda: [1, 0])  # thread counts to measure; 0 = all cores
+    batch_sizes: list[int] = Field(default_factory=lambda: [16])  # throughput batches (latency is batch 1)
     warmup: int = Field(5, ge=0)
-    iterations: int = Field(50, ge=1)
+    iterations: int = Field(50, ge=3)  # timed calls per latency measurement
+    runtimes: list[Literal["torch", "torchscript", "onnxruntime"]] = Field(
+        default_factory=lambda: ["torch", "torchscript", "onnxruntime"])
+    fresh_process: bool = True  # peak memory and cold start of a new process per runtime
+    device_profile: Optional[Literal["rpi4", "jetson-nano"]] = None  # thread/batch presets only
 
 
 class ReportConfig(Section):
     title: str = "audiocomp report"
-    formats: list[Literal["md", "csv"]] = Field(default_factory=lambda: ["md", "csv"])
+    formats: list[Literal["md", "csv", "html"]] = Field(default_factory=lambda: ["md", "csv", "html"])
+    plots: bool = True
+    papers: Optional[str] = None  # published numbers (YAML); None: the shipped data/paper_results.yaml
 
 
 class Config(Section):

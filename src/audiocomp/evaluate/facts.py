@@ -1,4 +1,4 @@
-"""Model facts measured by the program: parameters, non-zero parameters, MACs, file sizes."""
+"""Model facts measured by the program: parameters, non-zero parameters, MACs, file sizes, format."""
 from __future__ import annotations
 
 import io
@@ -32,6 +32,18 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     return int(macs)
 
 
+def onnx_parameter_counts(path: Path | str) -> dict[str, int]:
+    """Elements and non-zero elements of an ONNX graph's initializers with more than one element: the
+    weights (and, for a quantized graph, its per-channel scales and zero points)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    arrays = [a for a in arrays if a.size > 1]
+    return {"parameters": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}
+
+
 def file_sizes(path: Path | str) -> dict[str, int]:
     """Bytes on disk, and bytes after DEFLATE (what a sparse model really saves when stored compressed)."""
     path = Path(path)
@@ -44,3 +56,26 @@ def file_sizes(path: Path | str) -> dict[str, int]:
 
 def example_input(feature_shape, batch: int = 1) -> torch.Tensor:
     return torch.randn(batch, *feature_shape)
+
+
+PRUNING_WORDS = ("prune", "magnitude", "taylor", "hybrid", "l1", "l2", "random", "sensitivity")
+
+
+def format_facts(spec) -> dict:
+    """Numeric format and compression steps from the model's recipe (spec.compression), e.g.
+    {"format": "int8", "pruned": True, "compression": ["taylor", "static"]}."""
+    steps = list(spec.compression or [])
+    methods = [str(s.get("method", "?")) for s in steps]
+    pruned = any(s.get("kind") == "prune" or "sparsity" in s or any(w in m.lower() for w in PRUNING_WORDS)
+                 for s, m in zip(steps, methods))
+    fmt = next((s["format"] for s in reversed(steps) if s.get("format")), "fp32")
+    return {"format": fmt, "pruned": bool(pruned), "compression": methods}
+
+
+def model_file(folder: Path | str, spec) -> Path:
+    """The file that holds the weights: the compression step's artifact (e.g. model.onnx) or model.pt."""
+    folder = Path(folder)
+    for step in reversed(spec.compression or []):
+        if step.get("artifact") and (folder / step["artifact"]).is_file():
+            return folder / step["artifact"]
+    return folder / "model.pt"

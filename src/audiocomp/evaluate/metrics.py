@@ -62,3 +62,22 @@ def multilabel_metrics(scores: np.ndarray, y_true: np.ndarray) -> dict:
         "per_class_ap": [None if np.isnan(a) else float(a) for a in aps],
         "top1_hit": float(y_true[np.arange(len(top)), top].mean()) if len(top) else float("nan"),
     }
+
+
+def per_class_rows(metrics: dict, classes: list[str]) -> list[dict]:
+    """Rows of the per-class table (class, precision, recall, F1, support) from classification_metrics."""
+    pc = metrics["per_class"]
+    return [{"class": name, "precision": pc["precision"][i], "recall": pc["recall"][i], "f1": pc["f1"][i],
+             "support": int(pc["support"][i])} for i, name in enumerate(classes)]
+
+
+def mean_std(values: list[dict]) -> dict[str, dict]:
+    """Mean and sample standard deviation (ddof=1; 0 for one value) of every float metric shared by all
+    `values` (one metrics dict per fold or run): the cross-validation summary."""
+    keys = [k for k, v in values[0].items() if isinstance(v, float)] if values else []
+    out = {}
+    for k in keys:
+        xs = np.array([v[k] for v in values if isinstance(v.get(k), float)], dtype=np.float64)
+        if len(xs) == len(values):
+            out[k] = {"mean": float(xs.mean()), "std": float(xs.std(ddof=1)) if len(xs) > 1 else 0.0, "n": len(xs)}
+    return out

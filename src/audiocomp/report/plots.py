@@ -54,3 +54,52 @@ def confusion_plot(cm, classes: list[str], path: Path, title: str = "confusion m
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return _save(fig, path)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated by another (smaller or equal x, larger or equal y, one strictly)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def tradeoff_plot(rows: list[dict], x_key: str, x_label: str, path: Path, y_key: str = "accuracy",
+                  log_x: bool = False) -> Path | None:
+    """Accuracy against a cost (size, latency); the Pareto front (cheaper and at least as accurate) is
+    drawn as a line and its points are ringed."""
+    pts = [(r[x_key], r[y_key], r["run"]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    front = pareto_front(list(zip(xs, ys)))
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:red", lw=1.5, zorder=2, label="Pareto front")
+    ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=160, facecolors="none", edgecolors="tab:red", zorder=4)
+    for x, y, name in pts:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=x_label, ylabel=y_key.replace("_", " "), title=f"{y_key.replace('_', ' ')} vs {x_label}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def method_bars(rows: list[dict], path: Path, metrics=(("accuracy", "accuracy"), ("size_mb", "size (MB)"),
+                                                      ("latency_ms", "latency (ms)"))) -> Path | None:
+    """One bar chart per metric, one bar per run (labelled by its compression method)."""
+    metrics = [(k, label) for k, label in metrics if any(r.get(k) is not None for r in rows)]
+    if not rows or not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    names = [f"{r['run']}\n({r.get('method') or '-'})" for r in rows]
+    for ax, (key, label) in zip(axes[0], metrics):
+        vals = [r.get(key) if r.get(key) is not None else 0 for r in rows]
+        ax.bar(range(len(rows)), vals, color="tab:blue")
+        ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=7)
+        ax.set(title=label)
+        ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

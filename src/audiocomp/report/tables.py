@@ -25,6 +25,27 @@ COLUMNS = [
     ("parameters", "Params", "{:,}"),
     ("nonzero", "Non-zero", "{:,}"),
     ("macs", "MACs", "{:,}"),
+    ("latency_ms", "Latency (ms)", "{:.2f}"),
+    ("latency_iqr_ms", "IQR (ms)", "{:.2f}"),
+    ("runtime", "Runtime", "{}"),
+    ("peak_rss_mb", "Peak RSS (MB)", "{:.0f}"),
+    ("cold_start_s", "Cold start (s)", "{:.2f}"),
+    ("published", "Published (theirs)", "{}"),
+]
+
+# The studies' own table layout: Model | Train accuracy | Validation accuracy | Model size, plus measured costs.
+STUDY_COLUMNS = [
+    ("run", "Model", "{}"),
+    ("method", "Compression", "{}"),
+    ("train_accuracy", "Train accuracy", "{:.1%}"),
+    ("val_accuracy", "Validation accuracy", "{:.1%}"),
+    ("test_accuracy", "Test accuracy", "{:.1%}"),
+    ("size_mb", "Model size (MB)", "{:.2f}"),
+    ("macs", "MACs", "{:,}"),
+    ("nonzero", "Non-zero params", "{:,}"),
+    ("latency_ms", "Latency (ms)", "{:.2f}"),
+    ("peak_rss_mb", "Memory (MB)", "{:.0f}"),
+    ("published", "Published (theirs)", "{}"),
 ]
 
 
@@ -43,13 +64,24 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
     return list(found.values())
 
 
+def latest_by_model_run(runs: list[Run], stage: str) -> dict[str, dict]:
+    """metrics.json of the finished `stage` runs, keyed by the model run they measured; the most recently
+    finished wins. Bench runs with a device profile (other thread counts) are left out of the table."""
+    done = sorted((r for r in runs if r.stage == stage and r.status == "done"),
+                  key=lambda r: r.manifest.get("ended") or "")
+    out: dict[str, dict] = {}
+    for r in done:
+        m = r.metrics()
+        if not m.get("device_profile"):
+            out[m.get("model_run", "")] = m
+    return out
+
+
 def model_rows(runs: list[Run]) -> list[dict]:
-    """One row per model run (train, prune, quantize); its latest finished eval run adds test metrics."""
-    evals: dict[str, dict] = {}
-    for r in runs:
-        if r.stage == "eval" and r.status == "done":
-            m = r.metrics()
-            evals[m.get("model_run", "")] = m
+    """One row per model run (train, prune, quantize); its latest finished eval run adds test metrics and
+    model facts, its latest bench run the latency (fastest runtime at 1 thread) and fresh-process memory."""
+    evals = latest_by_model_run(runs, "eval")
+    benches = latest_by_model_run(runs, "bench")
     rows = []
     for r in runs:
         if r.stage not in MODEL_STAGES or r.status != "done":
@@ -70,6 +102,9 @@ def model_rows(runs: list[Run]) -> list[dict]:
             if facts.get("file_bytes") is not None:
                 row["size_mb"] = facts["file_bytes"] / 1e6
                 row["zipped_mb"] = facts["zipped_bytes"] / 1e6
+        head = benches.get(r.name, {}).get("headline", {})
+        row.update({k: head.get(k) for k in ("latency_ms", "latency_iqr_ms", "runtime", "peak_rss_mb", "cold_start_s")})
+        row["dataset"] = cfg.get("data", {}).get("dataset")
         model_file = r.path / "model" / "model.pt"
         if row.get("size_mb") is None and model_file.exists():
             row["size_mb"] = model_file.stat().st_size / 1e6
@@ -77,7 +112,7 @@ def model_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def _fmt(value, pattern: str) -> str:
+def fmt_value(value, pattern: str) -> str:
     if value is None:
         return "-"
     try:
@@ -90,7 +125,7 @@ def markdown(rows: list[dict], columns=COLUMNS) -> str:
     cols = [c for c in columns if any(r.get(c[0]) is not None for r in rows)] or columns[:2]
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(fmt_value(r.get(k), f) for k, _, f in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -105,6 +140,6 @@ def to_csv(rows: list[dict], columns=COLUMNS) -> str:
 def terminal(rows: list[dict], keys: Optional[list[str]] = None) -> str:
     """A compact fixed-width table for the console."""
     cols = [c for c in COLUMNS if (keys is None or c[0] in keys) and any(r.get(c[0]) is not None for r in rows)]
-    cells = [[h for _, h, _ in cols]] + [[_fmt(r.get(k), f) for k, _, f in cols] for r in rows]
+    cells = [[h for _, h, _ in cols]] + [[fmt_value(r.get(k), f) for k, _, f in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)

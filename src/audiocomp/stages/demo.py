@@ -1,4 +1,4 @@
-"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> report, printing the final table."""
+"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> bench -> export -> report (with plots)."""
 from __future__ import annotations
 
 from importlib import resources
@@ -7,7 +7,7 @@ from pathlib import Path
 from ..config import load_config
 from ..datasets.synth import generate
 from ..report.tables import terminal
-from . import evaluate, prepare, report, train
+from . import bench, evaluate, export, prepare, report, train
 
 DEMO_CONFIG = "demo.yaml"
 PER_CLASS = 40
@@ -30,8 +30,13 @@ def run(out: Path, overrides: list[str], per_class: int = PER_CLASS, force: bool
     model_run = train.run(cfg, runs_dir, force=True, from_run=prepared.run, progress=progress,
                           name="demo-train")
     evaluate.run(cfg, model_run, runs_dir, force=True, progress=progress, name="demo-eval")
+    small = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={
+        "threads": [1], "batch_sizes": [8], "warmup": 2, "iterations": 10, "runtimes": ["onnxruntime"]})})
+    bench.run(small, model_run, runs_dir, force=True, progress=progress, name="demo-bench")
+    export.run(cfg, model_run, runs_dir, force=True, with_frontend=True, name="demo-export")
     result = report.run(cfg, [runs_dir], out / "report")
     print()
     print(terminal(result["rows"]))
-    print(f"\nreport: {result['files'].get('markdown')}")
+    print(f"\nreport: {result['files'].get('html')} ({len(result['plots'])} plots); "
+          f"deployable model: {runs_dir / 'demo-export' / 'deploy'}")
     return result

@@ -1,4 +1,7 @@
-"""`audiocomp eval`: metrics of a model run on a split, with the model's measured facts."""
+"""`audiocomp eval`: metrics of one or more model runs on a split, with the models' measured facts.
+
+A run that holds per-fold models (`folds/<split name>/model`) is evaluated fold by fold, each on its own
+split; several runs or folds are summarised as mean +- std (cross-validation)."""
 from __future__ import annotations
 
 import csv
@@ -8,55 +11,114 @@ from typing import Optional
 import torch
 
 from ..config import Config
-from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
-from ..models import load_model
+from ..evaluate.facts import (count_macs, example_input, file_sizes, format_facts, model_file, onnx_parameter_counts,
+                              parameter_counts)
+from ..evaluate.metrics import mean_std, per_class_rows
+from ..models import build_model, load_model
 from ..report.plots import confusion_plot
-from ..runs import Run, atomic_path
+from ..runs import Run, RunError, atomic_path
 from ..train.loop import predict_scores, score_metrics
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 from .train import split_batches
 
 
-def model_facts(model, spec, model_file: Path) -> dict:
-    facts = parameter_counts(model)
-    facts.update(file_sizes(model_file))
+def model_facts(model, spec, folder: Path) -> dict:
+    """Measured facts of the model as stored. An ONNX artifact is counted over its initializers; its MACs
+    are those of the float architecture it was made from (quantization changes their precision, not their
+    number), and the `*_source` keys say so."""
+    path = model_file(folder, spec)
+    facts = onnx_parameter_counts(path) if path.suffix == ".onnx" else parameter_counts(model)
+    if path.suffix == ".onnx":
+        facts["parameters_source"] = "onnx initializers (weights, plus scales/zero points if quantized)"
+    facts.update(file_sizes(path))
     try:
         facts["macs"] = count_macs(model, example_input(spec.feature_shape))
-    except Exception as exc:  # e.g. quantized ops the counter cannot trace: say so, never guess
-        facts["macs"] = None
+    except Exception as exc:  # quantized ops the counter cannot trace: count the float architecture instead
         facts["macs_error"] = f"{type(exc).__name__}: {exc}"[:200]
-    facts["format"] = spec.compression[-1]["format"] if spec.compression else "fp32"
-    facts["compression"] = [step.get("method") for step in spec.compression]
+        try:
+            facts["macs"] = count_macs(build_model(spec), example_input(spec.feature_shape))
+            facts["macs_source"] = "float architecture of the same shape"
+        except Exception:
+            facts["macs"] = None
+    facts.update(format_facts(spec))
     return facts
 
 
-def write_confusion_csv(cm, classes: list[str], path: Path) -> None:
+def write_csv(rows: list[list], path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["true\\predicted", *classes])
-        for name, row in zip(classes, cm):
-            w.writerow([name, *row])
+        csv.writer(fh).writerows(rows)
 
 
-def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
-        force: bool = False, split: Optional[str] = None, progress: bool = True) -> Run:
-    part = split or cfg.eval.split
+def write_confusion_csv(cm, classes: list[str], path: Path) -> None:
+    write_csv([["true\\predicted", *classes]] + [[name, *row] for name, row in zip(classes, cm)], path)
+
+
+def write_per_class_csv(metrics: dict, classes: list[str], path: Path) -> None:
+    rows = per_class_rows(metrics, classes)
+    write_csv([list(rows[0])] + [[f"{v:.4f}" if isinstance(v, float) else v for v in r.values()] for r in rows], path)
+
+
+def model_units(model_run: Run) -> list[tuple[str, Path]]:
+    """(split name or "", model folder) of every model the run holds: per-fold models first, else model/."""
+    folds = model_run.path / "folds"
+    units = sorted((p.name, p / "model") for p in folds.iterdir() if (p / "model" / "arch.json").is_file()) \
+        if folds.is_dir() else []
+    if units:
+        return units
+    if not (model_run.path / "model" / "arch.json").is_file():
+        raise RunError(f"run {model_run.path}: no model/ (or folds/*/model) to evaluate")
+    return [("", model_run.path / "model")]
+
+
+def split_index(prepared, fold: str) -> int:
+    names = [s.get("name") for s in prepared.splits["splits"]]
+    if not fold:
+        return 0
+    if fold not in names:
+        raise RunError(f"folds/{fold}: no split of that name in {prepared.run.path / 'splits.json'} ({names})")
+    return names.index(fold)
+
+
+def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: str, out: Path, progress: bool) -> dict:
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-    name = name or f"eval-{model_run.name}-{part}"
-    with stage_run("eval", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
-        model, spec = load_model(model_run / "model")
-        if not prepared.split()[part]:
-            raise ValueError(f"split part '{part}' is empty in {prepared.run.path / 'splits.json'}")
-        batches = split_batches(prepared, part, cfg.eval.batch_size)
-        scores, targets, loss = predict_scores(model, batches, torch.device("cpu"), spec.multilabel, progress, desc=f"eval {part}")
-        metrics = score_metrics(scores, targets, spec.num_classes, spec.multilabel, cfg.eval.top_k)
-        metrics.update({"split": part, "items": len(targets), "loss": loss, "classes": spec.classes,
-                        "model_run": model_run.name})
-        metrics["model_facts"] = model_facts(model, spec, model_run / "model" / "model.pt")
-        if "confusion" in metrics:
-            write_confusion_csv(metrics["confusion"], spec.classes, run.path / "confusion.csv")
-            confusion_plot(metrics["confusion"], spec.classes, run.path / "confusion.png",
-                           title=f"{model_run.name} ({part})")
+    index = split_index(prepared, fold)
+    if not prepared.split(index)[part]:
+        raise RunError(f"split part '{part}' is empty in {prepared.run.path / 'splits.json'}")
+    model, spec = load_model(folder)
+    batches = split_batches(prepared, part, cfg.eval.batch_size, index)
+    label = f"{model_run.name}{'/' + fold if fold else ''}"
+    scores, targets, loss = predict_scores(model, batches, torch.device("cpu"), spec.multilabel, progress,
+                                           desc=f"eval {label} {part}")
+    metrics = score_metrics(scores, targets, spec.num_classes, spec.multilabel, cfg.eval.top_k)
+    metrics.update({"split": part, "items": len(targets), "loss": loss, "classes": spec.classes,
+                    "model_run": model_run.name, "fold": fold or None})
+    metrics["model_facts"] = model_facts(model, spec, folder)
+    if "confusion" in metrics:
+        out.mkdir(parents=True, exist_ok=True)
+        write_confusion_csv(metrics["confusion"], spec.classes, out / "confusion.csv")
+        write_per_class_csv(metrics, spec.classes, out / "per_class.csv")
+        confusion_plot(metrics["confusion"], spec.classes, out / "confusion.png", title=f"{label} ({part})")
+    return metrics
+
+
+def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path] = None, *,
+        name: Optional[str] = None, force: bool = False, split: Optional[str] = None, progress: bool = True) -> Run:
+    """Evaluate every model of `model_runs`. One model: metrics.json holds its metrics. Several (folds or
+    runs): the first model's metrics at the top level (for the report), `units` with each one's, and `cv`
+    with mean/std/n of every scalar metric."""
+    model_runs = [model_runs] if isinstance(model_runs, Run) else list(model_runs)
+    part = split or cfg.eval.split
+    name = name or f"eval-{model_runs[0].name}-{part}" + (f"-and-{len(model_runs) - 1}" if len(model_runs) > 1 else "")
+    with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run:
+        units = [(r, fold, folder) for r in model_runs for fold, folder in model_units(r)]
+        results = []
+        for r, fold, folder in units:
+            out = run.path if len(units) == 1 else run.path / "units" / (r.name + (f"-{fold}" if fold else ""))
+            results.append(evaluate_unit(cfg, r, fold, folder, part, out, progress))
+        metrics = dict(results[0])
+        if len(results) > 1:
+            metrics["units"] = results
+            metrics["cv"] = mean_std([{k: v for k, v in m.items() if isinstance(v, float)} for m in results])
         run.write_metrics(metrics)
     return run

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export (with an optional in-graph mel front end) and torch-free prediction."""

@@ -1,0 +1,143 @@
+"""`audiocomp bench`: edge-style measurements of a model run on this machine, for every runtime that can
+run it (torch eager, TorchScript, onnxruntime) and every thread count; writes metrics.json."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..compress.onnx import export_onnx, run_session, session
+from ..config import Config
+from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_info
+from ..evaluate.facts import format_facts
+from ..models import load_model
+from ..runs import Run
+from . import prepare as prepare_stage
+from .common import model_run_parent, stage_run
+
+
+def onnx_artifact(folder: Path, spec) -> Optional[Path]:
+    step = spec.compression[-1] if spec.compression else {}
+    path = folder / step["artifact"] if step.get("artifact") else None
+    return path if path is not None and path.suffix == ".onnx" and path.is_file() else None
+
+
+def real_item(model_run: Run, feature_shape) -> tuple[np.ndarray, str]:
+    """One stored test item (real input), or a random one if the data is gone."""
+    try:
+        prepared = prepare_stage.load_prepared(model_run_parent(model_run))
+        rows = prepared.split()["test"] or prepared.split()["train"]
+        return np.asarray(prepared.store.features[rows[0]], dtype=np.float32), "first test item of the store"
+    except Exception:
+        return np.random.default_rng(0).standard_normal(feature_shape).astype(np.float32), "random (store missing)"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.ndarray):
+    """(artifact path for the fresh-process probe, maker(threads) -> call(x) -> outputs); raises if the
+    runtime cannot run this model."""
+    artifact = onnx_artifact(folder, spec)
+    if artifact is not None and name != "onnxruntime":
+        raise RuntimeError("the model is an ONNX artifact; only onnxruntime runs it natively")
+    if name == "torch":
+        def make(threads: int) -> Callable:
+            def call(x):
+                with torch.no_grad(), torch_threads(threads):
+                    return model(torch.from_numpy(x))
+            return call
+        return folder, make
+    if name == "torchscript":
+        example = torch.from_numpy(item[None])
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+            if not torch.allclose(traced(example), model(example), atol=1e-4):
+                raise RuntimeError("traced model disagrees with eager")
+        torch.jit.save(traced, str(work / "model.ts.pt"))
+
+        def make(threads: int) -> Callable:
+            def call(x):
+                with torch.no_grad(), torch_threads(threads):
+                    return traced(torch.from_numpy(x))
+            return call
+        return work / "model.ts.pt", make
+    path = artifact or export_onnx(model, spec.feature_shape, work / "model.onnx")
+
+    def make(threads: int) -> Callable:
+        sess = session(path, threads=threads)
+        return lambda x: run_session(sess, x)
+    return path, make
+
+
+def headline(results: dict) -> dict:
+    """The fastest runtime at 1 thread, with its spread and fresh-process numbers (the report's columns)."""
+    best = None
+    for name, r in results.items():
+        lat = r.get("threads", {}).get("1", {}).get("latency")
+        if lat and (best is None or lat["median_ms"] < best[1]["median_ms"]):
+            best = (name, lat)
+    if best is None:
+        return {}
+    name, lat = best
+    fresh = results[name].get("fresh_process", {})
+    return {"runtime": name, "threads": 1, "latency_ms": lat["median_ms"], "latency_p90_ms": lat["p90_ms"],
+            "latency_p99_ms": lat["p99_ms"], "latency_iqr_ms": lat["iqr_ms"], "latency_cv": lat["cv"],
+            "peak_rss_mb": fresh.get("peak_rss_mb"), "cold_start_s": fresh.get("cold_start_s")}
+
+
+def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
+        force: bool = False, progress: bool = True) -> Run:
+    b = cfg.bench
+    profile = DEVICE_PROFILES.get(b.device_profile) if b.device_profile else None
+    threads = profile["threads"] if profile else b.threads
+    batch_sizes = profile["batch_sizes"] if profile else b.batch_sizes
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = sorted({t if t > 0 else cores for t in threads})
+    name = name or f"bench-{model_run.name}" + (f"-{b.device_profile}" if b.device_profile else "")
+    with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+        folder = model_run.path / "model"
+        model, spec = load_model(folder)
+        item, item_source = real_item(model_run, spec.feature_shape)
+        np.save(run.path / "input.npy", item)
+        results: dict = {}
+        jobs = [(rt, t) for rt in b.runtimes for t in threads]
+        bar = tqdm(total=len(jobs), desc="bench", unit="setting", disable=not progress)
+        for rt in b.runtimes:
+            try:
+                artifact, make = prepare_runtime(rt, model, spec, folder, run.path, item)
+            except Exception as exc:
+                results[rt] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+                bar.update(len(threads))
+                continue
+            results[rt] = {"threads": {}}
+            for t in threads:
+                results[rt]["threads"][str(t)] = measure(make(t), item, batch_sizes, b.warmup, b.iterations)
+                bar.update(1)
+            if b.fresh_process:
+                results[rt]["fresh_process"] = fresh_process(rt, artifact, run.path / "input.npy", 1)
+        bar.close()
+        metrics = {"model_run": model_run.name, "model": spec.name, **format_facts(spec),
+                   "input_shape": [1, *spec.feature_shape], "input": item_source, "threads": threads,
+                   "batch_sizes": batch_sizes, "warmup": b.warmup, "iterations": b.iterations,
+                   "system": system_info(), "runtimes": results, "headline": headline(results),
+                   "device_profile": None if profile is None else {
+                       "name": b.device_profile, **profile,
+                       "disclaimer": "presets only set thread counts and batch sizes; every number was measured on "
+                                     "this machine, not on the device"}}
+        if any(t > cores for t in threads):
+            metrics["warning"] = f"thread counts above this machine's {cores} cores oversubscribe it"
+        run.write_metrics(metrics)
+    return run

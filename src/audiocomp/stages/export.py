@@ -1,0 +1,160 @@
+"""`audiocomp export`: a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py),
+checked by running it against the original model on real inputs from the feature store."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..audio import fix_length, load
+from ..compress.onnx import export_onnx, run_session, session
+from ..config import Config
+from ..deploy import predict_onnx
+from ..deploy.frontend import LogMelFrontend, dct_matrix
+from ..features.extract import FeatureExtractor
+from ..models import load_model
+from ..models.io import ModelLoadError
+from ..runs import Run, RunError, atomic_path, atomic_write_json, read_json
+from . import prepare as prepare_stage
+from .common import model_run_parent, stage_run
+
+CHECK_ITEMS = 16
+TOLERANCE = 1e-3  # max |logit difference| allowed, relative to max(1, |logits|)
+
+
+def model_onnx(model, spec, folder: Path, path: Path) -> None:
+    """The model's ONNX graph at `path`: the compression step's ONNX artifact if it has one, else exported."""
+    step = spec.compression[-1] if spec.compression else {}
+    artifact = folder / step.get("artifact", "") if step.get("artifact") else None
+    if artifact is not None and artifact.suffix == ".onnx" and artifact.is_file():
+        shutil.copyfile(artifact, path)
+        return
+    try:
+        export_onnx(model, spec.feature_shape, path)
+    except Exception as exc:
+        raise ModelLoadError(f"{folder}: cannot export this model to ONNX ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:160]}); export the float parent and quantize with "
+                             "onnxruntime instead") from None
+
+
+def add_frontend(model_path: Path, feats, samples: int) -> None:
+    """Prepend the log-mel front end to the ONNX graph at `model_path` (merged with onnx.compose)."""
+    import onnx
+    from onnx import compose
+
+    fe_path = model_path.with_name("frontend.onnx")
+    with atomic_path(fe_path) as tmp:
+        torch.onnx.export(LogMelFrontend(feats).eval(), (torch.zeros(1, samples),), str(tmp), input_names=["audio"],
+                          output_names=["frontend_features"], dynamic_axes={"audio": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    fe, model = onnx.load(str(fe_path)), onnx.load(str(model_path))
+    fe_path.unlink()
+    model = compose.add_prefix(model, "m_")
+    opsets = {o.domain: o.version for o in model.opset_import}
+    if opsets.get("", 17) != 17:  # merge_models needs equal default-domain opsets
+        model = onnx.version_converter.convert_version(model, 17)
+    fe.ir_version = model.ir_version = max(fe.ir_version, model.ir_version)
+    merged = compose.merge_models(fe, model, io_map=[("frontend_features", model.graph.input[0].name)])
+    with atomic_path(model_path) as tmp:
+        onnx.save(merged, str(tmp))
+
+
+def preprocessing(cfg: Config, spec, with_frontend: bool, model_file: str) -> dict:
+    f = cfg.features
+    samples = int(round(f.duration * f.sample_rate))
+    return {
+        "model_file": model_file, "input": "waveform" if (with_frontend or f.kind == "waveform") else "features",
+        "input_shape": ["batch", samples] if (with_frontend or f.kind == "waveform") else ["batch", *spec.feature_shape],
+        "kind": f.kind, "sample_rate": f.sample_rate, "duration": f.duration, "samples": samples,
+        "duration_policy": "zero-pad short clips; cut long ones into consecutive windows of `duration` "
+                           "(last partial window kept if >= half), answer = mean probability",
+        "training_duration_policy": f.duration_policy, "mono": "mean of channels", "resampler": "soxr HQ",
+        "n_fft": f.n_fft, "hop_length": f.hop_length, "win_length": f.win_length, "window": "hann (periodic)",
+        "center": True, "pad_mode": "constant", "n_mels": f.n_mels, "f_min": f.f_min, "f_max": f.f_max,
+        "mel_basis": "librosa.filters.mel (slaney), mel_basis.npy", "power_to_db": {"ref": 1.0, "amin": 1e-10},
+        "top_db": f.top_db, "n_mfcc": f.n_mfcc if f.kind == "mfcc" else None,
+        "normalisation": f"{spec.norm_mode} mean/std, inside the model graph",
+        "model_input_size": spec.input_size, "multilabel": spec.multilabel, "outputs": "logits",
+    }
+
+
+def check_inputs(cfg: Config, model_run: Run, raw: bool, n: int = CHECK_ITEMS) -> tuple[np.ndarray, np.ndarray]:
+    """Real inputs for the check: (store features, the same items' waveforms); waveforms only if `raw`."""
+    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
+    rows = np.asarray((prepared.split()["test"] or prepared.split()["train"])[:n])
+    feats = np.asarray(prepared.store.features[rows], dtype=np.float32)
+    waves = None
+    if raw:
+        root = Path(read_json(prepared.run / "data.json")["root"])
+        length = int(round(cfg.features.duration * cfg.features.sample_rate))
+        items = [prepared.store.items[i] for i in rows]
+        waves = np.stack([fix_length(load(root / it.path, cfg.features.sample_rate, it.start_s, it.end_s), length,
+                                     cfg.features.duration_policy) for it in items])
+    return feats, waves
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
+        force: bool = False, with_frontend: bool = False, out: Optional[Path] = None,
+        tolerance: float = TOLERANCE, torchscript: bool = False) -> Run:
+    name = name or f"export-{model_run.name}" + ("-frontend" if with_frontend else "")
+    with stage_run("export", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+        folder = model_run.path / "model"
+        model, spec = load_model(folder)
+        raw_input = with_frontend and cfg.features.kind != "waveform"
+        deploy = run.path / "deploy"
+        deploy.mkdir(exist_ok=True)
+        model_onnx(model, spec, folder, deploy / "model.onnx")
+        samples = int(round(cfg.features.duration * cfg.features.sample_rate))
+        if raw_input:
+            add_frontend(deploy / "model.onnx", cfg.features, samples)
+        atomic_write_json(deploy / "labels.json", list(spec.classes))
+        atomic_write_json(deploy / "preprocessing.json", preprocessing(cfg, spec, with_frontend, "model.onnx"))
+        if cfg.features.kind != "waveform":
+            ext = FeatureExtractor(cfg.features)
+            np.save(deploy / "mel_basis.npy", ext.mel_basis.numpy())
+            if cfg.features.kind == "mfcc":
+                np.save(deploy / "dct.npy", dct_matrix(cfg.features.n_mfcc, cfg.features.n_mels))
+        shutil.copyfile(predict_onnx.__file__, deploy / "predict.py")
+        if torchscript:  # optional: the traced float model (features in), for torch-based devices
+            with torch.no_grad():
+                example = torch.zeros(1, *spec.feature_shape)
+                torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(deploy / "model.ts.pt"))
+
+        # the check: exported graph vs the original model on real items (and, with the front end, from audio)
+        feats, waves = check_inputs(cfg, model_run, raw_input)
+        extra = {}
+        if raw_input:  # the reference is FeatureExtractor (float32) on the same audio; the store holds float16
+            ext = FeatureExtractor(cfg.features)
+            recomputed = np.stack([ext(w) for w in waves])
+            with torch.no_grad():
+                in_graph = LogMelFrontend(cfg.features).eval()(torch.from_numpy(waves)).numpy()
+            extra = {"frontend_max_abs_diff_db": max_abs_diff(in_graph, recomputed),
+                     "store_vs_recomputed_max_abs_diff_db": max_abs_diff(feats, recomputed)}
+            feats = recomputed
+        with torch.no_grad():
+            reference = model(torch.from_numpy(feats)).numpy()
+        sess = session(deploy / "model.onnx", threads=1)
+        got = run_session(sess, waves if raw_input else feats)
+        diff = max_abs_diff(got, reference)
+        scale = max(1.0, float(np.abs(reference).max()))
+        metrics = {"model_run": model_run.name, "format": spec.compression[-1].get("format", "fp32") if spec.compression else "fp32",
+                   "with_frontend": raw_input, "check_items": len(feats), "max_abs_diff": diff,
+                   "max_abs_logit": float(np.abs(reference).max()), "tolerance": tolerance * scale,
+                   "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
+                   "files": sorted(p.name for p in deploy.iterdir()),
+                   "model_bytes": (deploy / "model.onnx").stat().st_size}
+        metrics.update(extra)
+        run.write_metrics(metrics)
+        if diff > tolerance * scale:
+            raise RunError(f"{deploy / 'model.onnx'}: exported model differs from the original by {diff:.3g} "
+                           f"(max |logit| {scale:.3g}, allowed {tolerance * scale:.3g}) on {len(feats)} items")
+        if out is not None:
+            shutil.copytree(deploy, out, dirs_exist_ok=True)
+    return run
