@@ -22,6 +22,9 @@ def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None
     import soundfile as sf
 
     path = Path(path)
+    if path.suffix.lower() == ".mp3" and "MP3" not in sf.available_formats():
+        raise AudioError(f"{path}: this libsndfile ({sf.__libsndfile_version__}) cannot decode MP3 (needs 1.1+); "
+                         "upgrade soundfile or convert the file to WAV/FLAC")
     try:
         info = sf.info(str(path))
     except FileNotFoundError:

@@ -1,6 +1,7 @@
 """Dataset adapters turn an official on-disk layout into a list of items (DESIGN.md: Item)."""
 from __future__ import annotations
 
+import csv
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -71,6 +72,39 @@ def safe_relpath(root: Path, rel: str, source: str) -> str:
     if root.resolve() not in resolved.parents and resolved != root.resolve():
         raise DatasetError(f"{source}: path {rel!r} leaves the dataset root {root} (through a link)")
     return p.as_posix()
+
+
+def read_csv(path: Path, required: tuple[str, ...] = (), comment: str | None = None) -> list[tuple[int, dict]]:
+    """Rows of a metadata CSV as (line number, {column: value}); names the file when it is unusable."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: metadata file not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            lines = [(n, line) for n, line in enumerate(fh, 1) if not (comment and line.startswith(comment))]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read metadata ({exc})") from None
+    reader = csv.DictReader((line for _, line in lines), skipinitialspace=True)
+    rows = [(lines[reader.line_num - 1][0], row) for row in reader]
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(reader.fieldnames or [])})")
+    return rows
+
+
+def as_int(value: str, path: Path, line: int, column: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise DatasetError(f"{path}, row {line}: {column} {value!r} is not an integer") from None
+
+
+def existing(root: Path, rel: str, source: str, problems: list[str]) -> Optional[str]:
+    """`rel` checked to stay inside `root`; None (and a problem noted) when the file is not there."""
+    rel = safe_relpath(root, rel, source)
+    if not (root / rel).is_file():
+        problems.append(f"{root / rel}: listed in {source} but missing, skipped")
+        return None
+    return rel
 
 
 def load_index(cfg: DataConfig) -> DatasetIndex:

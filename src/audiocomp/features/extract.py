@@ -1,6 +1,6 @@
 """Waveform -> model features. Log-mel matches librosa.feature.melspectrogram + power_to_db (tested),
-computed with torch.stft and librosa's own mel filter bank, which is several times faster than librosa's
-numpy STFT on the same work."""
+computed with torch.stft and torchaudio's Slaney mel filter bank (the same matrix as librosa's), which is
+about twice as fast as librosa on the same work and keeps worker start-up short."""
 from __future__ import annotations
 
 import numpy as np
@@ -25,13 +25,15 @@ class FeatureExtractor:
     """Callable turning a mono waveform at `cfg.sample_rate` into float32 features of `feature_shape`."""
 
     def __init__(self, cfg: FeaturesConfig):
-        import librosa
+        # torchaudio's Slaney mel bank equals librosa.filters.mel (to 1e-6) and imports in milliseconds,
+        # where importing librosa.filters costs each worker process about a second
+        from torchaudio.functional import melscale_fbanks
 
         self.cfg = cfg
         self.win_length = cfg.win_length or cfg.n_fft
-        self.mel_basis = torch.from_numpy(librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
-        ).astype(np.float32))  # (n_mels, n_fft // 2 + 1)
+        self.mel_basis = melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max or cfg.sample_rate / 2, cfg.n_mels,
+                                         cfg.sample_rate, norm="slaney", mel_scale="slaney").T.contiguous()
+        # (n_mels, n_fft // 2 + 1)
         self.window = torch.hann_window(self.win_length, periodic=True)
 
     def mel_power(self, y: np.ndarray) -> torch.Tensor:
