@@ -67,7 +67,8 @@ def resample(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 
 
 def fix_length(y: np.ndarray, length: int, policy: str = "crop-center") -> np.ndarray:
-    """Pad short clips with zeros at the end; crop long ones at the start or centre."""
+    """Exactly `length` samples. Short clips get zeros appended (every policy); long clips keep their middle
+    (`crop-center`) or their start (`crop-start`, and `pad`, whose point is that short clips are not dropped)."""
     n = y.shape[-1]
     if n < length:
         return np.pad(y, (0, length - n)).astype(np.float32, copy=False)
@@ -82,7 +83,7 @@ def segments(y: np.ndarray, length: int) -> list[np.ndarray]:
     least half a window, else dropped (at least one window is always returned)."""
     out = [y[i:i + length] for i in range(0, max(len(y) - length, 0) + 1, length)]
     rest = len(y) - len(out) * length
-    if rest >= length // 2 and len(y) > length:
+    if 2 * rest >= length and len(y) > length:  # at least half a window (not length // 2: odd lengths)
         out.append(fix_length(y[len(out) * length:], length))
     return [fix_length(s, length) for s in out] if out else [fix_length(y, length)]
 
