@@ -67,3 +67,14 @@ def test_norm_stats_use_training_rows_only():
     st = norm_stats(x, [0, 1], "per_bin")
     assert st["mean"] == pytest.approx([0, 1]) and st["std"][1] == pytest.approx(1)
     assert norm_stats(x, [0, 1], "global")["mean"] == pytest.approx([0.5])
+
+
+def test_shipped_data_configs_validate():
+    from pathlib import Path
+
+    from audiocomp.config import load_config
+
+    files = sorted((Path(__file__).resolve().parents[1] / "configs" / "data").glob("*.yaml"))
+    assert len(files) >= 6
+    for f in files:
+        assert load_config([f]).data.dataset in f.stem or f.stem == "esc10"

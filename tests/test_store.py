@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -65,7 +66,7 @@ def test_interrupted_build_leaves_nothing_trusted(index_cfg, tmp_path, monkeypat
         build_store(index, cfg.data, cfg.features, tmp_path, workers=1, progress=False)
     assert list(tmp_path.iterdir()) == []  # neither a store nor a temporary folder
     # a build killed outright (no cleanup) leaves a temp folder: never opened, removed by the next build
-    stale = tmp_path / f".{store_key(index, cfg.data, cfg.features)}.tmp-999999999"
+    stale = tmp_path / f".{store_key(index, cfg.data, cfg.features)}.tmp-{socket.gethostname()}-999999999"
     stale.mkdir()
     (stale / "features.npy").write_bytes(b"half")
     monkeypatch.setattr(store_mod, "_featurize", real)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -28,7 +28,7 @@ class Item:
     end_s: Optional[float] = None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict(): its deep copy is slow
         if isinstance(self.target, tuple):
             d["target"] = list(self.target)
         return d

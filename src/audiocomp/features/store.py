@@ -10,6 +10,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import threading
 import time
 import warnings
@@ -152,8 +153,10 @@ def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
             for chunk in chunks:
                 yield from _featurize_chunk(chunk)
             return
-        ctx = mp.get_context("forkserver")  # a plain fork after torch has started threads can deadlock
-        ctx.set_forkserver_preload([__name__])
+        # a plain fork after torch has started threads can deadlock; forkserver forks a clean process
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        if ctx.get_start_method() == "forkserver":
+            ctx.set_forkserver_preload([__name__])
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
             running: set = set()
 
@@ -193,10 +196,10 @@ def _compact(path: Path, keep: list[int], scratch: Path, chunk: int = 1024) -> N
 
 
 def _remove_abandoned(cache_dir: Path) -> None:
-    """Delete half-built stores whose building process is gone (killed, power loss); never trusted anyway."""
+    """Delete half-built stores whose building process on this host is gone (killed, power loss)."""
     import psutil
 
-    for tmp in cache_dir.glob(".*.tmp-*"):
+    for tmp in cache_dir.glob(f".*.tmp-{socket.gethostname()}-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -213,7 +216,7 @@ def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, ca
         return FeatureStore.open(final)
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
-    tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+    tmp = cache_dir / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
