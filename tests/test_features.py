@@ -19,20 +19,24 @@ def _signal(sr: int, seconds: float) -> np.ndarray:
 
 @pytest.mark.parametrize("params", [
     dict(sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128, top_db=80.0),
+    dict(sample_rate=22050, n_fft=2048, hop_length=512, n_mels=128, top_db=80.0, padded=0.3),
     dict(sample_rate=16000, n_fft=512, hop_length=160, win_length=400, n_mels=40, f_min=50.0, f_max=7000.0, top_db=60.0),
 ])
 def test_logmel_matches_librosa(params):
     import librosa
 
+    padded = params.pop("padded", None)
     cfg = FeaturesConfig(duration=1.0, **params)
     y = _signal(cfg.sample_rate, 1.0)
+    if padded:  # a short clip padded with zeros: the silent frames are skipped, the result must not change
+        y[int(padded * cfg.sample_rate):] = 0
     ours = FeatureExtractor(cfg)(y)[0]
     ref = librosa.power_to_db(librosa.feature.melspectrogram(
         y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
         n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max, pad_mode="constant"), ref=1.0, top_db=cfg.top_db)
     assert ours.shape == ref.shape == feature_shape(cfg)[1:]
     above = ref > ref.max() - cfg.top_db + 1e-3  # values above the top_db floor
-    assert above.mean() > 0.5
+    assert above.mean() > 0.3  # the comparison covers most of the real signal
     assert np.abs(ours - ref)[above].max() < 0.05
 
 

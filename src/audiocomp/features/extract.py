@@ -42,11 +42,25 @@ class FeatureExtractor:
         self.window = torch.hann_window(self.win_length, periodic=True)
 
     def mel_power(self, y: np.ndarray) -> torch.Tensor:
-        """(samples,) -> (n_mels, frames) mel power, same framing as librosa (centered, zero-padded)."""
-        spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_fft=self.cfg.n_fft,
-                          hop_length=self.cfg.hop_length, win_length=self.win_length, window=self.window,
+        """(samples,) -> (n_mels, frames) mel power, same framing as librosa (centered, zero-padded).
+
+        Frames that lie wholly in trailing silence (the zeros a short clip is padded with) have zero power,
+        so only the frames that reach real samples are transformed: the same numbers, and a short clip
+        padded to 5 s costs a fraction of the work.
+        """
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        frames = 1 + len(y) // hop
+        nonzero = np.flatnonzero(y)
+        last = int(nonzero[-1]) + 1 if len(nonzero) else 0
+        # frame t covers samples [t * hop - n_fft / 2, t * hop + n_fft / 2): past `last` + n_fft / 2 all are zero
+        used = min(len(y), last + n_fft // 2 + hop)
+        spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y[:used], dtype=np.float32)), n_fft=n_fft,
+                          hop_length=hop, win_length=self.win_length, window=self.window,
                           center=True, pad_mode="constant", return_complex=True)
-        return self.mel_sparse @ (spec.real ** 2 + spec.imag ** 2)
+        mel = self.mel_sparse @ (spec.real ** 2 + spec.imag ** 2)  # (n_mels, computed frames)
+        if mel.shape[1] < frames:
+            mel = torch.nn.functional.pad(mel, (0, frames - mel.shape[1]))
+        return mel
 
     def power_to_db(self, power: torch.Tensor) -> torch.Tensor:
         """librosa.power_to_db with ref=1.0, amin=1e-10 and the configured top_db floor."""
