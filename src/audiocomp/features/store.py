@@ -159,9 +159,10 @@ def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
             ctx.set_forkserver_preload([__name__])
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
             running: set = set()
+            started = False  # until a worker has answered, give each worker one chunk: the parent does the rest
 
             def submit() -> None:  # the first submit blocks until the worker processes exist
-                while chunks and len(running) < 2 * workers:
+                while chunks and len(running) < (2 if started else 1) * workers:
                     running.add(pool.submit(_featurize_chunk, chunks.popleft()))
 
             starter = threading.Thread(target=submit, daemon=True)
@@ -177,6 +178,7 @@ def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
                     continue
                 if not done:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
+                started = True
                 for f in done:
                     running.discard(f)
                     yield from f.result()
