@@ -101,3 +101,24 @@ def test_second_prepare_reuses_the_run_and_the_store(tiny_cfg, tmp_path):
     other = prepare.run(tiny_cfg, tmp_path, name="another", progress=False)  # a new run on the same store
     assert other.store.path == first.store.path
     assert first.splits["splits"][0]["norm"]["mode"] == "per_bin"
+
+
+def test_on_error_fail_stops_on_a_bad_file_even_when_cached(tmp_path):
+    from audio_fixtures import corrupt, tone
+
+    root = tmp_path / "data"
+    for i in range(3):
+        tone(root / "a" / f"{i}.wav")
+    corrupt(root / "a" / "bad.wav")
+    overrides = [f"data.root={root}", "data.dataset=folder", "features.sample_rate=8000", "features.duration=0.5",
+                 "features.n_fft=256", "features.hop_length=128", "features.n_mels=16"]
+    skip = load_config([], overrides)
+    with pytest.warns(UserWarning, match="bad.wav"):
+        assert build_store(load_index(skip.data), skip.data, skip.features, tmp_path / "s", workers=1,
+                           progress=False).report["skipped"] == 1
+    fail = load_config([], overrides + ["data.on_error=fail"])
+    with pytest.raises(DatasetError, match=r"bad\.wav.*on_error=fail"):
+        build_store(load_index(fail.data), fail.data, fail.features, tmp_path / "s", workers=1, progress=False)
+    with pytest.raises(DatasetError, match=r"bad\.wav: cannot decode"):
+        build_store(load_index(fail.data), fail.data, fail.features, tmp_path / "other", workers=1, progress=False)
+    assert not list((tmp_path / "other").iterdir())

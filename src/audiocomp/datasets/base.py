@@ -74,17 +74,16 @@ def safe_relpath(root: Path, rel: str, source: str) -> str:
     return p.as_posix()
 
 
-def read_csv(path: Path, required: tuple[str, ...] = (), comment: str | None = None) -> list[tuple[int, dict]]:
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
     """Rows of a metadata CSV as (line number, {column: value}); names the file when it is unusable."""
     if not path.is_file():
         raise DatasetError(f"{path}: metadata file not found")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            lines = [(n, line) for n, line in enumerate(fh, 1) if not (comment and line.startswith(comment))]
-    except (OSError, UnicodeDecodeError) as exc:
+            reader = csv.DictReader(fh, skipinitialspace=True)
+            rows = [(reader.line_num, row) for row in reader]  # line_num: the row's (last) line in the file
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{path}: cannot read metadata ({exc})") from None
-    reader = csv.DictReader((line for _, line in lines), skipinitialspace=True)
-    rows = [(lines[reader.line_num - 1][0], row) for row in reader]
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(reader.fieldnames or [])})")

@@ -215,7 +215,10 @@ def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, ca
     cache_dir = Path(cache_dir)
     final = cache_dir / store_key(index, data, feats)
     if (final / COMPLETE).is_file():
-        return FeatureStore.open(final)
+        store = FeatureStore.open(final)
+        if data.on_error == "fail" and store.report["skipped"]:  # built earlier with on_error: skip
+            raise DatasetError(f"skipped {store.report['errors'][0]} (data.on_error=fail; cached in {final})")
+        return store
     cache_dir.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(cache_dir)
     tmp = cache_dir / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
