@@ -99,7 +99,8 @@ def test_second_prepare_reuses_the_run_and_the_store(tiny_cfg, tmp_path):
     again = prepare.run(tiny_cfg, tmp_path, progress=False)
     assert again.run.path == first.run.path and again.splits == first.splits
     other = prepare.run(tiny_cfg, tmp_path, name="another", progress=False)  # a new run on the same store
-    assert other.store.path == first.store.path
+    assert other.store.path == first.store.path and other.splits == first.splits  # statistics from the cache
+    assert len(list(first.store.path.glob("norm-*.json"))) == 1
     assert first.splits["splits"][0]["norm"]["mode"] == "per_bin"
 
 
