@@ -50,8 +50,11 @@ class FeatureExtractor:
         """
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
         frames = 1 + len(y) // hop
-        nonzero = np.flatnonzero(y)
-        last = int(nonzero[-1]) + 1 if len(nonzero) else 0
+        if len(y) and y[-1] != 0:  # no padding: skip the search
+            last = len(y)
+        else:
+            nonzero = np.flatnonzero(y)
+            last = int(nonzero[-1]) + 1 if len(nonzero) else 0
         # frame t covers samples [t * hop - n_fft / 2, t * hop + n_fft / 2): past `last` + n_fft / 2 all are zero
         used = min(len(y), last + n_fft // 2 + hop)
         spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y[:used], dtype=np.float32)), n_fft=n_fft,
