@@ -12,7 +12,7 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Audio classification experiments under edge constraints: prepare, train, evaluate, report.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
-data_app = typer.Typer(no_args_is_help=True, help="Dataset helpers: synthetic data.")
+data_app = typer.Typer(no_args_is_help=True, help="Dataset helpers: inspect, fetch, synthesize.")
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 
@@ -372,6 +372,44 @@ def data_synth(out: Annotated[Path, typer.Option("--out", help="Folder to write 
 
     generate(out, per_class=per_class, duration=duration, seed=seed, progress=not quiet)
     typer.echo(f"wrote {per_class * len(CLASSES)} clips in {len(CLASSES)} classes to {out}")
+
+
+@data_app.command("info")
+@guarded
+def data_info(config: ConfigOpt = None, set_: SetOpt = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+              quiet: QuietOpt = False):
+    """Counts per class and fold, durations, sample rates and problems of the dataset in `data`.
+
+    Example: `audiocomp data info -c configs/data/esc50.yaml --set data.root=/data/ESC-50`
+    """
+    import json
+
+    from .datasets import load_index
+    from .datasets.info import describe, format_info
+
+    info = describe(load_index(_config(config, set_).data), progress=not (quiet or as_json))
+    typer.echo(json.dumps(info, indent=2) if as_json else format_info(info))
+
+
+@data_app.command("fetch")
+@guarded
+def data_fetch(name: Annotated[str, typer.Argument(help="esc50, gtzan, urbansound8k or fsdd.")],
+               dest: Annotated[Path, typer.Option("--dest", help="Folder to create: the dataset's data.root.")],
+               source: Annotated[Optional[str], typer.Option("--source", help="URL, local archive (zip/tar.gz) or folder [default: the official URL].")] = None,
+               quiet: QuietOpt = False):
+    """Download (or unpack a local archive or folder), verify the layout, and place a dataset at DEST.
+
+    Example: `audiocomp data fetch esc50 --dest data/ESC-50 --source ~/Downloads/ESC-50-master.zip`
+    """
+    from .datasets.fetch import fetch
+
+    r = fetch(name, dest, source, progress=not quiet)
+    note = "" if r["items"] == r["official_items"] else f" (the official set has {r['official_items']})"
+    typer.echo(f"{name}: {r['items']} clips, {r['classes']} classes verified{note}; "
+               f"{len(r['problems'])} problems -> data.root: {r['root']}")
+    for problem in r["problems"][:10]:
+        typer.echo(f"  {problem}")
 
 
 def main() -> None:

@@ -22,8 +22,11 @@ def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None
     import soundfile as sf
 
     path = Path(path)
+    if path.suffix.lower() == ".mp3" and "MP3" not in sf.available_formats():
+        raise AudioError(f"{path}: this libsndfile ({sf.__libsndfile_version__}) cannot decode MP3 (needs 1.1+); "
+                         "upgrade soundfile or convert the file to WAV/FLAC")
     try:
-        info = sf.info(str(path))
+        fh = sf.SoundFile(str(path))  # one open for the header checks and the read
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError with libsndfile's text
@@ -31,17 +34,20 @@ def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None
         if path.exists() and path.stat().st_size == 0:
             reason = "empty file"
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
-    sr, channels = int(info.samplerate), int(info.channels)
-    if not 1 <= sr <= MAX_SAMPLE_RATE:
-        raise AudioError(f"{path}: unsupported sample rate {sr} Hz")
-    if not 1 <= channels <= MAX_CHANNELS:
-        raise AudioError(f"{path}: unsupported channel count {channels}")
-    start = int(round(start_s * sr))
-    stop = None if end_s is None else int(round(end_s * sr))
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True, start=start, stop=stop)
-    except Exception as exc:
-        raise AudioError(f"{path}: cannot decode audio ({str(exc).split(':')[-1].strip()})") from None
+    with fh:
+        sr, channels = int(fh.samplerate), int(fh.channels)
+        if not 1 <= sr <= MAX_SAMPLE_RATE:
+            raise AudioError(f"{path}: unsupported sample rate {sr} Hz")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise AudioError(f"{path}: unsupported channel count {channels}")
+        start = int(round(start_s * sr))
+        frames = -1 if end_s is None else max(int(round(end_s * sr)) - start, 0)  # -1: to the end
+        try:
+            if start:
+                fh.seek(min(start, fh.frames))
+            data = fh.read(frames, dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise AudioError(f"{path}: cannot decode audio ({str(exc).split(':')[-1].strip()})") from None
     if data.size == 0:
         raise AudioError(f"{path}: no audio samples")
     if not np.isfinite(data).all():
@@ -64,7 +70,8 @@ def resample(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
 
 
 def fix_length(y: np.ndarray, length: int, policy: str = "crop-center") -> np.ndarray:
-    """Pad short clips with zeros at the end; crop long ones at the start or centre."""
+    """Exactly `length` samples. Short clips get zeros appended (every policy); long clips keep their middle
+    (`crop-center`) or their start (`crop-start`, and `pad`, whose point is that short clips are not dropped)."""
     n = y.shape[-1]
     if n < length:
         return np.pad(y, (0, length - n)).astype(np.float32, copy=False)
@@ -79,7 +86,7 @@ def segments(y: np.ndarray, length: int) -> list[np.ndarray]:
     least half a window, else dropped (at least one window is always returned)."""
     out = [y[i:i + length] for i in range(0, max(len(y) - length, 0) + 1, length)]
     rest = len(y) - len(out) * length
-    if rest >= length // 2 and len(y) > length:
+    if 2 * rest >= length and len(y) > length:  # at least half a window (not length // 2: odd lengths)
         out.append(fix_length(y[len(out) * length:], length))
     return [fix_length(s, length) for s in out] if out else [fix_length(y, length)]
 

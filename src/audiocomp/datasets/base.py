@@ -1,7 +1,8 @@
 """Dataset adapters turn an official on-disk layout into a list of items (DESIGN.md: Item)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import csv
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional, Union
 
@@ -27,7 +28,7 @@ class Item:
     end_s: Optional[float] = None
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict(): its deep copy is slow
         if isinstance(self.target, tuple):
             d["target"] = list(self.target)
         return d
@@ -71,6 +72,38 @@ def safe_relpath(root: Path, rel: str, source: str) -> str:
     if root.resolve() not in resolved.parents and resolved != root.resolve():
         raise DatasetError(f"{source}: path {rel!r} leaves the dataset root {root} (through a link)")
     return p.as_posix()
+
+
+def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
+    """Rows of a metadata CSV as (line number, {column: value}); names the file when it is unusable."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: metadata file not found")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, skipinitialspace=True)
+            rows = [(reader.line_num, row) for row in reader]  # line_num: the row's (last) line in the file
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{path}: cannot read metadata ({exc})") from None
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(reader.fieldnames or [])})")
+    return rows
+
+
+def as_int(value: str, path: Path, line: int, column: str) -> int:
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise DatasetError(f"{path}, row {line}: {column} {value!r} is not an integer") from None
+
+
+def existing(root: Path, rel: str, source: str, problems: list[str]) -> Optional[str]:
+    """`rel` checked to stay inside `root`; None (and a problem noted) when the file is not there."""
+    rel = safe_relpath(root, rel, source)
+    if not (root / rel).is_file():
+        problems.append(f"{root / rel}: listed in {source} but missing, skipped")
+        return None
+    return rel
 
 
 def load_index(cfg: DataConfig) -> DatasetIndex:

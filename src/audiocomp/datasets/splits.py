@@ -37,17 +37,38 @@ def _stratified_pick(idx: np.ndarray, strata: np.ndarray, fraction: float, rng: 
     return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
-def _group_pick(idx: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+def _group_pick(idx: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator,
+                strata: Optional[np.ndarray] = None) -> np.ndarray:
+    """Pick whole groups holding about `fraction` of `idx`; stratified by class when every group has one."""
     uniq = np.unique(groups[idx])
     if len(uniq) < 2:
         raise DatasetError(f"split.kind=group needs at least two groups, found {len(uniq)}")
+    if strata is not None:
+        first = {}
+        for g, s in zip(groups[idx], strata[idx]):
+            if first.setdefault(g, s) != s:  # a group spans classes: fall back to plain group picking
+                break
+        else:
+            picked = [_group_pick_plain(idx[strata[idx] == s], groups, fraction, rng)
+                      for s in np.unique(strata[idx])]
+            return np.sort(np.concatenate(picked))
+    return _group_pick_plain(idx, groups, fraction, rng)
+
+
+def _group_pick_plain(idx: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    uniq = np.unique(groups[idx])
+    if len(uniq) < 2:  # a stratum with one group stays on the training side
+        return np.array([], dtype=int)
     uniq = uniq[rng.permutation(len(uniq))]
+    sizes = {g: int(n) for g, n in zip(*np.unique(groups[idx], return_counts=True))}
     target, chosen, count = fraction * len(idx), [], 0
     for g in uniq:
-        if count >= target or len(chosen) == len(uniq) - 1:
+        if len(chosen) == len(uniq) - 1 or count >= target:
+            break
+        if chosen and count + sizes[g] / 2 > target:  # would overshoot by more than half the group
             break
         chosen.append(g)
-        count += int((groups[idx] == g).sum())
+        count += sizes[g]
     return np.sort(idx[np.isin(groups[idx], chosen)])
 
 
@@ -57,7 +78,8 @@ def _carve(train: np.ndarray, items: list[Item], cfg: SplitConfig, rng, by_group
     groups = _groups(items)
     # keep groups whole whenever the items carry a group (segments, speakers)
     if by_group or any(it.group is not None for it in items):
-        val = _group_pick(train, groups, cfg.val_fraction, rng) if len(np.unique(groups[train])) > 1 else np.array([], int)
+        val = (_group_pick(train, groups, cfg.val_fraction, rng, None if by_group else _strata(items))
+               if len(np.unique(groups[train])) > 1 else np.array([], int))
     else:
         val = _stratified_pick(train, _strata(items), cfg.val_fraction, rng)
     return np.setdiff1d(train, val), val
@@ -75,7 +97,7 @@ def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict:
     entries = []
     if cfg.kind == "holdout":
         if any(it.group is not None for it in items) and len(set(_groups(items))) > 1:
-            test = _group_pick(idx, _groups(items), cfg.test_fraction, rng)  # segments: keep clips whole
+            test = _group_pick(idx, _groups(items), cfg.test_fraction, rng, _strata(items))  # keep clips whole
         else:
             test = _stratified_pick(idx, _strata(items), cfg.test_fraction, rng)
         train, val = _carve(np.setdiff1d(idx, test), items, cfg, rng, by_group=False)
@@ -114,11 +136,14 @@ def norm_stats(features: np.ndarray, rows: list[int], mode: str, chunk: int = 51
     total = total_sq = None
     count = 0
     for start in range(0, len(rows), chunk):
-        x = np.asarray(features[rows[start:start + chunk]], dtype=np.float64)  # (b, 1, F, T) or (b, S)
-        if mode == "per_bin" and x.ndim == 4:
-            s, sq, n = x.sum(axis=(0, 1, 3)), (x ** 2).sum(axis=(0, 1, 3)), x.shape[0] * x.shape[3]
-        else:
-            s, sq, n = np.array([x.sum()]), np.array([(x ** 2).sum()]), x.size
+        part = rows[start:start + chunk]
+        # contiguous rows read as one slice (much faster from a memmap than fancy indexing)
+        block = features[part[0]:part[-1] + 1] if part[-1] - part[0] + 1 == len(part) else features[part]
+        x = np.asarray(block, dtype=np.float32)  # (b, 1, F, T) or (b, S); sums accumulate in float64
+        axes = (0, 1, 3) if mode == "per_bin" and x.ndim == 4 else None
+        s = np.atleast_1d(x.sum(axis=axes, dtype=np.float64))
+        sq = np.atleast_1d(np.square(x).sum(axis=axes, dtype=np.float64))
+        n = x.size // s.size
         total = s if total is None else total + s
         total_sq = sq if total_sq is None else total_sq + sq
         count += n

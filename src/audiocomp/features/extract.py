@@ -1,7 +1,9 @@
 """Waveform -> model features. Log-mel matches librosa.feature.melspectrogram + power_to_db (tested),
-computed with torch.stft and librosa's own mel filter bank, which is several times faster than librosa's
-numpy STFT on the same work."""
+computed with torch.stft and torchaudio's Slaney mel filter bank (the same matrix as librosa's), which is
+about twice as fast as librosa on the same work and keeps worker start-up short."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
@@ -25,21 +27,43 @@ class FeatureExtractor:
     """Callable turning a mono waveform at `cfg.sample_rate` into float32 features of `feature_shape`."""
 
     def __init__(self, cfg: FeaturesConfig):
-        import librosa
+        # torchaudio's Slaney mel bank equals librosa.filters.mel (to 1e-6) and imports in milliseconds,
+        # where importing librosa.filters costs each worker process about a second
+        from torchaudio.functional import melscale_fbanks
 
         self.cfg = cfg
         self.win_length = cfg.win_length or cfg.n_fft
-        self.mel_basis = torch.from_numpy(librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max,
-        ).astype(np.float32))  # (n_mels, n_fft // 2 + 1)
+        self.mel_basis = melscale_fbanks(cfg.n_fft // 2 + 1, cfg.f_min, cfg.f_max or cfg.sample_rate / 2, cfg.n_mels,
+                                         cfg.sample_rate, norm="slaney", mel_scale="slaney").T.contiguous()
+        # (n_mels, n_fft // 2 + 1); each FFT bin feeds at most two filters, so the sparse product is ~3x faster
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            self.mel_sparse = self.mel_basis.to_sparse_csr()
         self.window = torch.hann_window(self.win_length, periodic=True)
 
     def mel_power(self, y: np.ndarray) -> torch.Tensor:
-        """(samples,) -> (n_mels, frames) mel power, same framing as librosa (centered, zero-padded)."""
-        spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)), n_fft=self.cfg.n_fft,
-                          hop_length=self.cfg.hop_length, win_length=self.win_length, window=self.window,
+        """(samples,) -> (n_mels, frames) mel power, same framing as librosa (centered, zero-padded).
+
+        Frames that lie wholly in trailing silence (the zeros a short clip is padded with) have zero power,
+        so only the frames that reach real samples are transformed: the same numbers, and a short clip
+        padded to 5 s costs a fraction of the work.
+        """
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        frames = 1 + len(y) // hop
+        if len(y) and y[-1] != 0:  # no padding: skip the search
+            last = len(y)
+        else:
+            nonzero = np.flatnonzero(y)
+            last = int(nonzero[-1]) + 1 if len(nonzero) else 0
+        # frame t covers samples [t * hop - n_fft / 2, t * hop + n_fft / 2): past `last` + n_fft / 2 all are zero
+        used = min(len(y), last + n_fft // 2 + hop)
+        spec = torch.stft(torch.from_numpy(np.ascontiguousarray(y[:used], dtype=np.float32)), n_fft=n_fft,
+                          hop_length=hop, win_length=self.win_length, window=self.window,
                           center=True, pad_mode="constant", return_complex=True)
-        return self.mel_basis @ (spec.real ** 2 + spec.imag ** 2)
+        mel = self.mel_sparse @ (spec.real ** 2 + spec.imag ** 2)  # (n_mels, computed frames)
+        if mel.shape[1] < frames:
+            mel = torch.nn.functional.pad(mel, (0, frames - mel.shape[1]))
+        return mel
 
     def power_to_db(self, power: torch.Tensor) -> torch.Tensor:
         """librosa.power_to_db with ref=1.0, amin=1e-10 and the configured top_db floor."""

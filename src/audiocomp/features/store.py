@@ -5,13 +5,17 @@ renamed into place only when complete, so an interrupted build is never mistaken
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
+import threading
 import time
 import warnings
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -95,6 +99,9 @@ def _featurize(job: tuple[int, str, float, Optional[float], Optional[float]]):
     length = int(round(cfg.duration * cfg.sample_rate))
     try:
         y = load(path, cfg.sample_rate, start_s, end_s)
+        if len(y) < min(cfg.n_fft, length):
+            raise AudioError(f"{path}: too short ({len(y)} samples at {cfg.sample_rate} Hz, "
+                             f"less than one {min(cfg.n_fft, length)}-sample window)")
         if cfg.duration_policy == "segment" or segment_s:
             pieces = segments(y, length)
         else:
@@ -112,18 +119,93 @@ def _featurize(job: tuple[int, str, float, Optional[float], Optional[float]]):
         return idx, [], f"{path}: {type(exc).__name__}: {exc}"
 
 
+def _featurize_chunk(jobs: list) -> list:
+    return [_featurize(job) for job in jobs]
+
+
+@contextlib.contextmanager
+def _parent_extractor(feats: dict) -> Iterator[None]:
+    """Let the calling process featurize too, with one torch thread, restoring its settings afterwards."""
+    import torch
+
+    global _EXTRACTOR
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    _EXTRACTOR = FeatureExtractor(FeaturesConfig(**feats))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
+    """Yield (index, pieces, error) per job, in completion order.
+
+    Workers fork from a forkserver that has imported this module once (spawning each one re-imports torch,
+    about a second of CPU per worker). Jobs go out in chunks to save per-file round trips, and while the
+    workers start or are busy the parent works through chunks from the other end of the queue.
+    """
     payload = feats.model_dump()
-    if workers <= 1:
-        _init_worker(payload)
-        yield from map(_featurize, jobs)
-        return
-    ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
-        yield from pool.map(_featurize, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8) or 1)))
+    size = max(1, min(32, len(jobs) // (workers * 4) or 1))
+    chunks = deque(jobs[i:i + size] for i in range(0, len(jobs), size))
+    with _parent_extractor(payload):
+        if workers <= 1:
+            for chunk in chunks:
+                yield from _featurize_chunk(chunk)
+            return
+        # a plain fork after torch has started threads can deadlock; forkserver forks a clean process
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        if ctx.get_start_method() == "forkserver":
+            ctx.set_forkserver_preload([__name__])
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
+            running: set = set()
+            started = False  # until a worker has answered, give each worker one chunk: the parent does the rest
+
+            def submit() -> None:  # the first submit blocks until the worker processes exist
+                while chunks and len(running) < (2 if started else 1) * workers:
+                    running.add(pool.submit(_featurize_chunk, chunks.popleft()))
+
+            starter = threading.Thread(target=submit, daemon=True)
+            starter.start()
+            while starter.is_alive() and chunks:  # work in this process while the workers start
+                yield from _featurize_chunk(chunks.pop())
+            starter.join()
+            while chunks or running:
+                submit()
+                done = {f for f in running if f.done()}
+                if not done and chunks:
+                    yield from _featurize_chunk(chunks.pop())
+                    continue
+                if not done:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                started = True
+                for f in done:
+                    running.discard(f)
+                    yield from f.result()
 
 
 # ------------------------------------------------------------------------------------- build
+
+def _compact(path: Path, keep: list[int], scratch: Path, chunk: int = 1024) -> None:
+    """Rewrite the array at `path` with only the rows in `keep`, a chunk at a time (no full copy in memory)."""
+    full = np.load(path, mmap_mode="r")
+    out = np.lib.format.open_memmap(scratch, mode="w+", dtype=full.dtype, shape=(len(keep), *full.shape[1:]))
+    for start in range(0, len(keep), chunk):
+        out[start:start + chunk] = full[keep[start:start + chunk]]
+    out.flush()
+    del out, full
+    os.replace(scratch, path)
+
+
+def _remove_abandoned(cache_dir: Path) -> None:
+    """Delete half-built stores whose building process on this host is gone (killed, power loss)."""
+    import psutil
+
+    for tmp in cache_dir.glob(f".*.tmp-{socket.gethostname()}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
 
 def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, cache_dir: Path,
                 workers: Optional[int] = None, progress: bool = True) -> FeatureStore:
@@ -133,9 +215,13 @@ def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, ca
     cache_dir = Path(cache_dir)
     final = cache_dir / store_key(index, data, feats)
     if (final / COMPLETE).is_file():
-        return FeatureStore.open(final)
+        store = FeatureStore.open(final)
+        if data.on_error == "fail" and store.report["skipped"]:  # built earlier with on_error: skip
+            raise DatasetError(f"skipped {store.report['errors'][0]} (data.on_error=fail; cached in {final})")
+        return store
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+    _remove_abandoned(cache_dir)
+    tmp = cache_dir / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t0 = time.perf_counter()
@@ -145,55 +231,44 @@ def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, ca
     if segment_s:  # the segment length is the feature duration
         feats = feats.model_copy(update={"duration": segment_s, "duration_policy": "segment"})
     shape = feature_shape(feats)
-    per_file = 1
-    if feats.duration_policy == "segment":  # upper bound on rows; trimmed after the build
-        per_file = None
+    segmented = feats.duration_policy == "segment"
     jobs = [(i, str(index.abspath(it)), it.start_s, it.end_s, segment_s) for i, it in enumerate(index.items)]
-    capacity = len(jobs) * (per_file or 64)
     arr_path = tmp / FEATURES_FILE
-    rows: list[Item] = []
-    errors: list[str] = []
+    errors: dict[int, str] = {}
     try:
-        chunks: list[np.ndarray] = []
-        arr = None
-        if per_file == 1:
-            arr = np.lib.format.open_memmap(arr_path, mode="w+", dtype=np.float16, shape=(capacity, *shape))
+        # one row per file, written at the file's index (results arrive out of order); segmented clips have
+        # a variable number of rows, kept in memory until every file is done
+        arr = None if segmented else np.lib.format.open_memmap(arr_path, mode="w+", dtype=np.float16,
+                                                                shape=(len(jobs), *shape))
+        pieces_by_file: dict[int, list[np.ndarray]] = {}
         for idx, pieces, err in tqdm(_results(jobs, feats, workers), total=len(jobs), desc="prepare",
                                      unit="file", disable=not progress):
             if err:
                 if data.on_error == "fail":
                     raise DatasetError(err)
                 warnings.warn(f"skipped {err}", stacklevel=1)
-                errors.append(err)
-                continue
-            item = index.items[idx]
-            for k, x in enumerate(pieces):
-                row_item = item
-                if len(pieces) > 1 or feats.duration_policy == "segment":
-                    row_item = Item(path=item.path, target=item.target, fold=item.fold,
-                                    group=item.group or item.path, start_s=item.start_s + k * feats.duration,
-                                    end_s=item.start_s + (k + 1) * feats.duration)
-                if arr is not None:
-                    arr[len(rows)] = x
-                else:
-                    chunks.append(x)
-                rows.append(row_item)
-        if not rows:
-            raise DatasetError(f"{index.root}: no item could be decoded ({len(errors)} errors; first: {errors[:1]})")
-        if arr is not None:
+                errors[idx] = err
+            elif arr is not None:
+                arr[idx] = pieces[0]
+            else:
+                pieces_by_file[idx] = pieces
+        kept = [i for i in range(len(jobs)) if i not in errors]
+        if not kept:
+            raise DatasetError(f"{index.root}: no item could be decoded ({len(errors)} errors; first: "
+                               f"{next(iter(errors.values()))})")
+        if segmented:
+            rows = [Item(path=it.path, target=it.target, fold=it.fold, group=it.group or it.path,
+                         start_s=it.start_s + k * feats.duration, end_s=it.start_s + (k + 1) * feats.duration)
+                    for i in kept for it in [index.items[i]] for k in range(len(pieces_by_file[i]))]
+            np.save(arr_path, np.stack([x for i in kept for x in pieces_by_file[i]]))
+        else:
+            rows = [index.items[i] for i in kept]
             arr.flush()
             del arr
-            if len(rows) < capacity:  # skipped files: rewrite without the empty tail
-                full = np.load(arr_path, mmap_mode="r")
-                trimmed = np.lib.format.open_memmap(tmp / "trim.npy", mode="w+", dtype=np.float16,
-                                                    shape=(len(rows), *shape))
-                trimmed[:] = full[: len(rows)]
-                trimmed.flush()
-                del trimmed, full
-                os.replace(tmp / "trim.npy", arr_path)
-        else:
-            np.save(arr_path, np.stack(chunks))
-        report = {"files": len(index.items), "rows": len(rows), "skipped": len(errors), "errors": errors,
+            if errors:  # rewrite without the skipped files' rows
+                _compact(arr_path, kept, tmp / "compact.npy")
+        errors_list = [errors[i] for i in sorted(errors)]
+        report = {"files": len(index.items), "rows": len(rows), "skipped": len(errors), "errors": errors_list,
                   "index_problems": index.problems, "shape": list(shape), "seconds": round(time.perf_counter() - t0, 3),
                   "workers": workers}
         atomic_write_json(tmp / "items.json", {"classes": index.classes, "multilabel": index.multilabel,

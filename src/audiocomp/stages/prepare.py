@@ -11,7 +11,7 @@ from ..config import Config
 from ..datasets import load_index
 from ..datasets.splits import make_splits, norm_stats
 from ..features.store import FeatureStore, build_store
-from ..runs import Run, atomic_write_json, read_json, runs_root
+from ..runs import Run, RunError, atomic_write_json, read_json, runs_root
 from .common import find_done, stage_run
 
 SECTIONS = ("data", "features", "split")
@@ -29,6 +29,24 @@ def prepare_name(cfg: Config) -> str:
     from ..config import stable_hash
 
     return f"prepare-{cfg.data.dataset}-{stable_hash(key, 8)}"
+
+
+def train_stats(store: FeatureStore, rows: list[int], mode: str) -> Optional[dict]:
+    """Normalisation statistics of these training rows, cached beside the store (derived, not checksummed)."""
+    from ..config import stable_hash
+
+    path = store.path / f"norm-{stable_hash({'mode': mode, 'rows': rows}, 16)}.json"
+    if path.is_file():
+        try:
+            return read_json(path)["stats"]
+        except (RunError, KeyError, TypeError):  # an unreadable cache entry is recomputed
+            pass
+    stats = norm_stats(store.features, rows, mode)
+    try:
+        atomic_write_json(path, {"stats": stats})
+    except OSError:  # a read-only store still works, just without the cache
+        pass
+    return stats
 
 
 @dataclass
@@ -62,7 +80,7 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
         store = build_store(index, cfg.data, cfg.features, store_dir(runs_dir), workers=workers, progress=progress)
         splits = make_splits(store.items, cfg.split, cfg.seed)
         for entry in splits["splits"]:
-            entry["norm"] = norm_stats(store.features, entry["train"], cfg.features.normalize)
+            entry["norm"] = train_stats(store, entry["train"], cfg.features.normalize)
         atomic_write_json(run_ / "splits.json", splits)
         atomic_write_json(run_ / "data.json", {"store": str(store.path.resolve()), "classes": store.classes,
                                                "multilabel": store.multilabel, "root": str(index.root)})
