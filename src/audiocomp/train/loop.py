@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..evaluate.metrics import classification_metrics, multilabel_metrics
 from ..models.io import atomic_torch_save, safe_torch_load
 from .augment import augment_batch, mixup
@@ -35,9 +35,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={name}: MPS is not available on this machine (use auto or cpu)")
     return device
 
 
@@ -184,6 +189,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         train.set_epoch(epoch)
         net.train()
         t0, total_loss, seen, correct = time.perf_counter(), 0.0, 0, 0
+        lr = opt.param_groups[0]["lr"]  # the rate this epoch trains with (at its first batch)
         bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist.is_main))
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -212,7 +218,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             sched.step()
         elapsed = time.perf_counter() - t0
         total_loss, seen, correct = distributed.all_sum([total_loss, seen, correct], device)
-        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr,
                   "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
