@@ -218,7 +218,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             sched.step()
         elapsed = time.perf_counter() - t0
         total_loss, seen, correct = distributed.all_sum([total_loss, seen, correct], device)
-        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr,
+        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "train_samples": int(seen),
                   "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
