@@ -81,3 +81,12 @@ def test_resnet152_defaults_to_299(tiny_cfg):
     assert model_spec(tiny_cfg, Prepared).input_size == [299, 299]
     tiny_cfg.model.input_size = (64, 64)
     assert model_spec(tiny_cfg, Prepared).input_size == [64, 64]
+
+
+def test_unknown_model_name_is_a_one_line_config_error(tiny_overrides, tmp_path):
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["train", "--runs-dir", str(tmp_path), "-q",
+                                      *[a for o in tiny_overrides for a in ("--set", o)], "--set", "model.name=resnet151"])
+    assert result.exit_code == 2
+    assert "model.name: unknown model 'resnet151'; did you mean 'resnet152'?" in result.output

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
 from ..models.io import load_pretrained, safe_torch_load
 from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
@@ -29,10 +29,17 @@ from . import prepare as prepare_stage
 from .common import default_name, stage_run
 
 
+def model_info(cfg: Config):
+    try:
+        return MODELS.get(cfg.model.name)
+    except KeyError as exc:
+        raise ConfigError(f"model.name: {exc.args[0]}") from None
+
+
 def model_spec(cfg: Config, prepared: prepare_stage.Prepared, split_index: int = 0) -> ModelSpec:
     store = prepared.store
     norm = prepared.split(split_index).get("norm")
-    input_size = cfg.model.input_size or MODELS.get(cfg.model.name).default_input_size
+    input_size = cfg.model.input_size or model_info(cfg).default_input_size
     return ModelSpec(name=cfg.model.name, num_classes=len(store.classes), feature_shape=list(store.features.shape[1:]),
                      kwargs=dict(cfg.model.kwargs), norm_mode=norm["mode"] if norm else "none",
                      input_size=list(input_size) if input_size else None,
@@ -150,6 +157,7 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
         resume: bool = False, from_run: Optional[Run] = None, progress: bool = True) -> Run:
     """Train on every split of the prepared data (one, or one per fold). Returns the run (on every rank;
     only rank 0 writes into it)."""
+    model_info(cfg)  # an unknown model name fails before any data is prepared
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     device = resolve_device(cfg.train.device)
