@@ -24,10 +24,12 @@ from audiocomp.stages import prepare
 from audiocomp.stages.train import model_spec, split_batches
 from audiocomp.train.loop import fit
 
+# the features and CNN of the FSDD real-data test (tests/realdata/test_train_fsdd.py); the default LSTM
 FEATURES = ["data.dataset=fsdd", "features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256",
-            "features.hop_length=128", "features.n_mels=64", "split.kind=folds", "split.test_fold=1",
-            "split.val_fraction=0.1", "train.batch_size=32", "train.lr=0.001"]
-MODELS = {"cnn": ["model.name=cnn"], "lstm": ["model.name=lstm"]}
+            "features.hop_length=256", "features.n_mels=40", "split.kind=folds", "split.test_fold=1",
+            "split.val_fraction=0", "train.batch_size=32", "train.lr=0.003"]
+MODELS = {"cnn": ["model.name=cnn", "model.kwargs.channels=[16,32,64]", "model.kwargs.pooled=[4,4]"],
+          "lstm": ["model.name=lstm"]}
 
 
 class InMemoryBatches:
@@ -47,15 +49,20 @@ class InMemoryBatches:
         return iter(self.batches)
 
 
-def throughput(cfg, prepared, batches, epochs: int) -> float:
-    """Best samples/s over `epochs` epochs of the real training loop (the first one warms up)."""
+def throughput(cfg, prepared, sources: dict, rounds: int) -> dict[str, float]:
+    """Best samples/s per source over `rounds` one-epoch runs of the real training loop (fit), the sources
+    interleaved so that a noisy neighbour on a shared machine slows them alike."""
     torch.manual_seed(0)
     spec = model_spec(cfg, prepared)
     model = build_model(spec)
+    best = {name: 0.0 for name in sources}
     with tempfile.TemporaryDirectory() as ckpt:
-        result = fit(model, batches, None, cfg.train.model_copy(update={"epochs": epochs}), spec.num_classes,
-                     False, Path(ckpt), lambda r: None, torch.device("cpu"), progress=False)
-    return max(r["samples_per_second"] for r in result.history)
+        for _ in range(rounds):
+            for name, batches in sources.items():
+                result = fit(model, batches, None, cfg.train.model_copy(update={"epochs": 1}), spec.num_classes,
+                             False, Path(ckpt), lambda r: None, torch.device("cpu"), progress=False)
+                best[name] = max(best[name], result.history[0]["samples_per_second"])
+    return best
 
 
 def resnet152_step_seconds(steps: int = 3, batch: int = 8) -> float:
@@ -79,18 +86,20 @@ def main() -> None:
     ap.add_argument("--fsdd", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fsdd"))
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per measurement (best one counts)")
-    ap.add_argument("--resnet-steps", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="one-epoch measurements per source (best counts)")
+    ap.add_argument("--resnet-steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     rows = []
     for name, overrides in MODELS.items():
         cfg = load_config([], [f"data.root={args.fsdd}", *FEATURES, *overrides])
         prepared = prepare.run(cfg, args.runs_dir, progress=False)
         store = split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=0)
-        memory = InMemoryBatches(store)
-        from_store = throughput(cfg, prepared, store, args.epochs)
-        in_memory = throughput(cfg, prepared, memory, args.epochs)
+        sps = throughput(cfg, prepared, {"store": store, "memory": InMemoryBatches(store)}, args.rounds)
+        from_store, in_memory = sps["store"], sps["memory"]
         rows.append({"model": name, "train_items": len(store.rows), "batch_size": cfg.train.batch_size,
                      "store_samples_per_s": from_store, "memory_samples_per_s": in_memory,
                      "ratio": round(from_store / in_memory, 3)})
@@ -99,12 +108,15 @@ def main() -> None:
     resnet = {"model": "resnet152", "input": "299x299", "batch_size": 8, "seconds_per_step": round(step, 2),
               "seconds_per_1000_samples": round(step * 1000 / 8, 1),
               "seconds_per_fsdd_epoch": round(step * -(-n_train // 8), 1)}
-    result = {"benchmark": "train", "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+    import os
+
+    result = {"benchmark": "train", "load_average": os.getloadavg(), "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
               "torch": torch.__version__, "throughput": rows, "resnet152": resnet}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_train.json").write_text(json.dumps(result, indent=2) + "\n")
 
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"| model | store samples/s | in-memory samples/s | store / memory |")
     print("|---|---|---|---|")
     for r in rows:
