@@ -22,8 +22,8 @@ from torch import nn
 from ..config import ConfigError, TrainConfig
 from ..evaluate.metrics import classification_metrics, multilabel_metrics
 from ..models.io import atomic_torch_save, safe_torch_load
-from .augment import augment_batch, mixup
 from . import distributed
+from .augment import augment_batch, mixup
 from .data import ArrayBatches
 from .distributed import Dist
 
