@@ -97,22 +97,35 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
           quiet: QuietOpt = False):
     """Train a model on a prepared split; writes model/, checkpoints/, metrics and curves.
 
+    With `split.kind=folds` and `split.test_fold=all`, trains one model per fold and reports mean +- std.
+    Under `torchrun --nproc_per_node=N -m audiocomp train ...` it trains with DistributedDataParallel.
+
     Example: `audiocomp train -c configs/demo-settings.yaml --set train.epochs=5`
     """
     from .runs import Run
     from .stages import train as stage
+    from .train.distributed import from_env
 
+    parent = _open_run(from_, runs_dir) if from_ else None
     if resume:
         prev = Run.open(resume, runs_dir, require_done=False)
         cfg = _config(config, set_, base=prev.config_dict())
         name, runs_dir = prev.name, prev.path.parent
+        parent = parent or prev.parent("prepare")  # the data it was training on
     else:
         cfg = _config(config, set_)
-    parent = _open_run(from_, runs_dir) if from_ else None
     run = stage.run(cfg, runs_dir, name=name, force=force, resume=bool(resume), from_run=parent, progress=not quiet)
+    if not from_env().is_main:
+        return
     m = run.metrics()
-    typer.echo(f"trained {m['model']} ({m['parameters']:,} parameters), best epoch {m['best_epoch']}: "
-               f"test accuracy {m.get('test_accuracy', float('nan')):.3f} -> {run.path}")
+    score = "test mAP" if "test_map" in m else "test accuracy"
+    value = m.get("test_map", m.get("test_accuracy", float("nan")))
+    if "cross_validation" in m:
+        std = m.get("test_map_std", m.get("test_accuracy_std", float("nan")))
+        typer.echo(f"trained {m['model']} on {m['cross_validation']} folds: {score} {value:.3f} +- {std:.3f} -> {run.path}")
+    else:
+        typer.echo(f"trained {m['model']} ({m['parameters']:,} parameters), best epoch {m['best_epoch']}: "
+                   f"{score} {value:.3f} -> {run.path}")
 
 
 @app.command("eval")

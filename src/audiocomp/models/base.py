@@ -23,14 +23,16 @@ class ModelInfo:
     input_kind: str  # "spectrogram" ((B, 1, F, T) in) or "waveform" ((B, S) in)
     default_channels: int = 1
     summary: str = ""
+    default_input_size: Optional[tuple[int, int]] = None  # spectrograms resized to this unless model.input_size
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
 
 
-def register(name: str, input_kind: str, default_channels: int = 1, summary: str = ""):
+def register(name: str, input_kind: str, default_channels: int = 1, summary: str = "",
+             default_input_size: Optional[tuple[int, int]] = None):
     def deco(fn):
-        MODELS.register(name)(ModelInfo(fn, input_kind, default_channels, summary))
+        MODELS.register(name)(ModelInfo(fn, input_kind, default_channels, summary, default_input_size))
         return fn
     return deco
 

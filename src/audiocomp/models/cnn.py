@@ -13,12 +13,15 @@ def _block2d(cin: int, cout: int, k: int, pool: int, dropout: float) -> nn.Seque
 
 @register("cnn", "spectrogram", 1, "conv-BN-ReLU-pool blocks + dense head (ESC-50/US8K study)")
 def cnn(num_classes: int, input_shape, channels=(32, 64, 128, 128), kernel_size: int = 3, pool: int = 2,
-        dropout: float = 0.2, hidden: int = 128) -> nn.Module:
+        dropout: float = 0.2, hidden: int = 128, pooled=(1, 1)) -> nn.Module:
+    """`pooled`: the (freq, time) grid the last feature map is averaged to before the dense head; (1, 1) is
+    global pooling, a larger grid keeps coarse time order (it helps for speech such as spoken digits)."""
     layers, cin = [], input_shape[0]
     for c in channels:
         layers.append(_block2d(cin, c, kernel_size, pool, dropout))
         cin = c
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, hidden),
+    grid = tuple(pooled)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(cin * grid[0] * grid[1], hidden),
                          nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
 

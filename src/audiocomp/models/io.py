@@ -63,13 +63,31 @@ def load_model(folder: Path | str) -> tuple[AudioClassifier, ModelSpec]:
     return model, spec
 
 
+def _fit_tensor(src: torch.Tensor, own: torch.Tensor) -> torch.Tensor | None:
+    """`src` as it fits `own`: unchanged, or an RGB conv kernel summed for a stem adapted to fewer channels."""
+    if src.shape == own.shape:
+        return src
+    if src.dim() == 4 and src.shape[1] == 3 and src.shape[0] == own.shape[0] and src.shape[2:] == own.shape[2:]:
+        c = own.shape[1]
+        return src.sum(dim=1, keepdim=True).repeat(1, c, 1, 1) / c  # same response to a replicated mono input
+    return None
+
+
 def load_pretrained(backbone: nn.Module, path: Path | str) -> list[str]:
-    """Load a local torchvision checkpoint into `backbone`, skipping tensors whose shape differs (the new
-    head, an adapted stem). Returns the names that were not loaded."""
+    """Load a local torchvision checkpoint (a state dict, or {"state_dict": ...}) into `backbone`. A stem
+    adapted to mono gets the RGB kernel summed; tensors whose shape differs (the new classifier head) are
+    skipped. Returns the names that were not loaded; a file that matches nothing is an error."""
     state = safe_torch_load(path)
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
+    if isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     own = backbone.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable = {}
+    for k, v in state.items():
+        fitted = _fit_tensor(v, own[k]) if k in own and isinstance(v, torch.Tensor) else None
+        if fitted is not None:
+            usable[k] = fitted
+    if not usable:
+        raise ModelLoadError(f"{path}: no tensor matches this model (model.weights must be a torchvision "
+                             f"checkpoint of the same architecture)")
     backbone.load_state_dict(usable, strict=False)
     return sorted(set(own) - set(usable))

@@ -1,7 +1,9 @@
 """torchvision image classifiers on spectrogram images (the GTZAN study's ResNet-152 and cheaper kin).
 
 No weights are downloaded: `model.weights: PATH` loads a local torchvision checkpoint (see README).
-With 1 input channel the stem is adapted (conv1 summed over RGB); with 3 the wrapper replicates mono.
+Mono spectrograms meet the RGB stem in one of two ways, chosen by `model.in_channels`: 3 (the default)
+replicates the mono channel in the wrapper; 1 adapts the stem to one input channel (its first conv summed
+over RGB, which gives the same output for a replicated input, also for pretrained weights).
 """
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ def _resnet(arch: str):
     return build
 
 
-for _arch, _note in [("resnet152", "the GTZAN study's model"), ("resnet50", "cheaper ResNet"), ("resnet18", "cheapest ResNet")]:
-    register(_arch, "spectrogram", 3, f"torchvision {_arch} ({_note}); 299x299 in the study")(_resnet(_arch))
+register("resnet152", "spectrogram", 3, "torchvision resnet152, the GTZAN study's model (299x299 input)",
+         default_input_size=(299, 299))(_resnet("resnet152"))
+register("resnet50", "spectrogram", 3, "torchvision resnet50 (cheaper baseline)")(_resnet("resnet50"))
+register("resnet18", "spectrogram", 3, "torchvision resnet18 (cheapest ResNet)")(_resnet("resnet18"))
 
 
 @register("mobilenet_v3_small", "spectrogram", 3, "torchvision MobileNetV3-Small")

@@ -2,6 +2,7 @@
 shift and noise for waveforms. Applied to a batch on the training device."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..config import AugmentConfig
@@ -35,7 +36,9 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int, gen: torch.Generator):
     """Blend pairs of items; returns x and soft targets (B, num_classes)."""
-    lam = float(torch.distributions.Beta(alpha, alpha).sample()) if alpha > 0 else 1.0
+    # lambda ~ Beta(alpha, alpha), drawn from `gen` (seeded per epoch) so that a resumed run draws the same
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=gen))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha)) if alpha > 0 else 1.0
     perm = torch.randperm(x.shape[0], generator=gen).to(x.device)
     soft = y if y.dim() == 2 else torch.nn.functional.one_hot(y, num_classes).float()
     return lam * x + (1 - lam) * x[perm], lam * soft + (1 - lam) * soft[perm]

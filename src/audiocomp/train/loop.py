@@ -1,5 +1,10 @@
 """The training loop: epochs with a progress bar, validation, `last`/`best` checkpoints every epoch, exact
-resume after an interruption, early stopping, AMP on CUDA, optional DDP (see distributed.py)."""
+resume after an interruption, early stopping, AMP on CUDA, optional torch.compile and DDP (distributed.py).
+
+Exact resume: everything random is either re-derived from (seed, epoch, rank) (data order, augmentation
+draws) or saved in `last.pt` at the end of every epoch (model, optimizer, scheduler, AMP scaler, the torch
+RNG states of every rank for dropout), so an interrupted run continued with --resume computes the same
+numbers as one that never stopped (CPU, deterministic mode)."""
 from __future__ import annotations
 
 import math
@@ -14,11 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig
 from ..evaluate.metrics import classification_metrics, multilabel_metrics
 from ..models.io import atomic_torch_save, safe_torch_load
+from . import distributed
 from .augment import augment_batch, mixup
 from .data import ArrayBatches
+from .distributed import Dist
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -28,9 +35,14 @@ def resolve_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
+        raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"train.device={name}: MPS is not available on this machine (use auto or cpu)")
     return device
 
 
@@ -111,17 +123,39 @@ def _better(value: float, best: Optional[float], monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
+TIMING_KEYS = ("epoch_seconds", "samples_per_second")  # the only per-epoch values that differ between reruns
+
+
+def _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
+    rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "scaler": scaler.state_dict() if use_amp else None,
+            "rng": distributed.gather((torch.get_rng_state(), rng_cuda)),  # one (cpu, cuda) pair per rank
+            "epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
+            "best_value": result.best_value, "bad_epochs": bad_epochs}
+
+
 def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg: TrainConfig, num_classes: int,
         multilabel: bool, ckpt_dir: Path, log: Callable[[dict], None], device: torch.device,
-        resume: bool = False, progress: bool = True, is_main: bool = True, ddp_model: Optional[nn.Module] = None,
+        resume: bool = False, progress: bool = True, seed: int = 0, dist: Dist = Dist(),
+        reset_log: Optional[Callable[[list[dict]], None]] = None,
         on_best: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
     """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights)
-    in `ckpt_dir` after every epoch. With resume, continue from `last.pt` exactly where it stopped."""
+    in `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
+    stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
+    after the last checkpoint is run again, not logged twice)."""
     from tqdm import tqdm
 
-    net = ddp_model or model
     model.to(device)
-    opt = make_optimizer(net.parameters(), cfg)
+    net: nn.Module = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    opt = make_optimizer(model.parameters(), cfg)
     sched, per_batch = make_scheduler(opt, cfg, len(train))
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -135,21 +169,28 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"]) if state.get("scaler") else None
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        rng_cpu, rng_cuda = state["rng"][min(dist.rank, len(state["rng"]) - 1)]
+        torch.set_rng_state(rng_cpu)
+        if device.type == "cuda" and rng_cuda is not None:
+            torch.cuda.set_rng_state(rng_cuda.cpu(), device)
         start_epoch = int(state["epoch"]) + 1
         result.history = list(state["history"])
         result.best_epoch, result.best_value = int(state["best_epoch"]), state["best_value"]
         bad_epochs = int(state["bad_epochs"])
+        if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
+            start_epoch, result.stopped_early = cfg.epochs, True  # it had already stopped
+    if resume and reset_log and dist.is_main:
+        reset_log(result.history)
     aug_gen = torch.Generator()
     for epoch in range(start_epoch, cfg.epochs):
-        aug_gen.manual_seed(int(torch.initial_seed()) % 2 ** 31 * 1000 + epoch)  # same draws after a resume
+        aug_gen.manual_seed((seed * 100_003 + epoch) * 1_009 + dist.rank)  # same draws after a resume
         train.set_epoch(epoch)
         net.train()
         t0, total_loss, seen, correct = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and is_main))
+        lr = opt.param_groups[0]["lr"]  # the rate this epoch trains with (at its first batch)
+        bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist.is_main))
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = augment_batch(x, cfg.augment, aug_gen)
@@ -158,12 +199,12 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logits = net(x)
-                loss = crit(logits.float(), target)
+            loss = crit(logits.float(), target)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
                 scaler.unscale_(opt)
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
             if sched is not None and per_batch:
@@ -176,11 +217,13 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         if sched is not None and not per_batch:
             sched.step()
         elapsed = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": opt.param_groups[0]["lr"],
+        total_loss, seen, correct = distributed.all_sum([total_loss, seen, correct], device)
+        record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "train_samples": int(seen),
                   "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
         if val is not None and len(val.rows):
+            distributed.sync_buffers(model)  # every rank evaluates the same model, so all stop together
             scores, targets, vloss = predict_scores(model, val, device, multilabel)
             m = score_metrics(scores, targets, num_classes, multilabel)
             record["val_loss"] = vloss
@@ -196,21 +239,14 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             result.best_epoch, result.best_value, bad_epochs = epoch + 1, value, 0
         else:
             bad_epochs += 1
-        if is_main:
-            log(record)
+        state = _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs)
+        if dist.is_main:
             if improved:
                 atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt_dir / "best.pt")
                 if on_best:
                     on_best(model)
-            atomic_torch_save({
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "scaler": scaler.state_dict() if use_amp else None,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
-                "best_value": result.best_value, "bad_epochs": bad_epochs,
-            }, last)
+            atomic_torch_save(state, last)  # before the log line: a resume rewrites the log from here
+            log(record)
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
             result.stopped_early = True
             break

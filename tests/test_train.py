@@ -1,0 +1,163 @@
+"""fit() options on small in-memory arrays: optimizers, schedulers, label smoothing, early stopping,
+gradient clipping, augmentation, multi-label training with mAP, devices."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
+from audiocomp.evaluate.metrics import average_precision
+from audiocomp.train.augment import augment_batch, mixup
+from audiocomp.train.data import ArrayBatches
+from audiocomp.train.loop import fit, predict_scores, resolve_device, score_metrics
+
+
+def toy(n=96, classes=3, multilabel=False, seed=0):
+    """(N, 1, 8, 8) float16 features whose mel rows 2c..2c+1 are bright when class c is present."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, (n, 1, 8, 8)).astype(np.float16)
+    if multilabel:
+        y = (rng.random((n, classes)) < 0.4).astype(np.float32)
+    else:
+        y = rng.integers(0, classes, n).astype(np.int64)
+    hot = y if multilabel else np.eye(classes)[y]
+    for c in range(classes):
+        x[hot[:, c] > 0, :, 2 * c:2 * c + 2] += 3
+    return x, y
+
+
+def small_net(classes=3):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.1),
+                         nn.AdaptiveAvgPool2d((8, 1)), nn.Flatten(), nn.Linear(32, classes))
+
+
+def run_fit(tmp_path, multilabel=False, epochs=3, batch=32, **train_kw):
+    x, y = toy(multilabel=multilabel)
+    train = ArrayBatches(x, y, range(64), batch, shuffle=True, seed=0)
+    val = ArrayBatches(x, y, range(64, 96), batch)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch, **{"lr": 0.01, **train_kw})
+    torch.manual_seed(0)
+    model = small_net()
+    log = []
+    result = fit(model, train, val, cfg, 3, multilabel, tmp_path, log.append, torch.device("cpu"), progress=False)
+    return model, result, log, val
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_optimizers_learn_the_toy_problem(tmp_path, optimizer):
+    lr = 0.1 if optimizer == "sgd" else 0.02
+    _, result, log, _ = run_fit(tmp_path, epochs=6, optimizer=optimizer, lr=lr, weight_decay=1e-4)
+    assert log == result.history and len(log) == 6
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert max(r["val_accuracy"] for r in log) >= 0.8
+    assert (tmp_path / "best.pt").exists() and (tmp_path / "last.pt").exists()
+
+
+def test_schedulers_change_the_learning_rate_as_documented(tmp_path):
+    lrs = {}
+    for sched in ("none", "cosine", "step", "onecycle"):
+        _, _, log, _ = run_fit(tmp_path / sched, epochs=4, scheduler=sched, step_size=1, gamma=0.5, lr=0.01)
+        lrs[sched] = [r["lr"] for r in log]  # the rate each epoch started with
+    assert lrs["none"] == [0.01] * 4
+    assert lrs["step"] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    assert lrs["cosine"] == pytest.approx([0.01 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)])
+    one = lrs["onecycle"]  # stepped per batch: starts at lr / 25, warms up towards lr, then anneals
+    assert one[0] == pytest.approx(0.01 / 25) and max(one) > 0.008 and one[-1] < max(one) / 2
+
+
+def test_label_smoothing_is_applied(tmp_path):
+    _, _, plain, _ = run_fit(tmp_path / "a", epochs=6, lr=0.03)
+    _, _, smooth, _ = run_fit(tmp_path / "b", epochs=6, lr=0.03, label_smoothing=0.3)
+    floor = -(0.8 * np.log(0.8) + 2 * 0.1 * np.log(0.1))  # entropy of the smoothed target (0.8, 0.1, 0.1)
+    assert plain[-1]["train_loss"] < 0.5 < floor <= smooth[-1]["train_loss"]
+    assert smooth[-1]["val_loss"] < floor  # validation loss is plain cross-entropy
+
+
+def test_early_stopping_on_val_loss(tmp_path):
+    _, result, log, _ = run_fit(tmp_path, epochs=10, lr=1.0, optimizer="sgd", early_stopping=2, monitor="val_loss")
+    assert result.stopped_early and len(log) < 10
+    best = min(range(len(log)), key=lambda i: log[i]["val_loss"]) + 1
+    assert result.best_epoch == best and len(log) == best + 2  # patience 2 after the best epoch
+
+
+def test_gradient_clipping_bounds_each_step(tmp_path):
+    torch.manual_seed(0)
+    model = small_net()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    x, y = toy()
+    cfg = TrainConfig(epochs=1, batch_size=96, optimizer="sgd", momentum=0.0, lr=1.0, grad_clip=1e-3)
+    fit(model, ArrayBatches(x, y, range(96), 96), None, cfg, 3, False, tmp_path, lambda r: None,
+        torch.device("cpu"), progress=False)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)  # one step of lr x clipped norm
+
+
+def test_augmentation_is_off_by_default_and_does_what_it_says():
+    gen = torch.Generator().manual_seed(0)
+    spec = torch.randn(4, 1, 16, 20)
+    assert augment_batch(spec, AugmentConfig(), gen) is spec  # defaults: nothing touched
+    wave = torch.randn(4, 800)
+    assert augment_batch(wave, AugmentConfig(), gen) is wave
+
+    masked = augment_batch(spec, AugmentConfig(spec_time_mask=5, spec_freq_mask=4), gen)
+    changed = (masked != spec)
+    assert changed.any() and changed.float().mean() < 0.6
+    assert float(changed[:, :, :, :].any(dim=2).sum(dim=-1).max()) <= 20  # masks are bands, not noise
+
+    gained = augment_batch(wave, AugmentConfig(gain_db=6), gen)
+    ratio = (gained / wave).mean(dim=1)
+    assert torch.allclose(gained, wave * ratio[:, None], atol=1e-5)  # one gain per clip
+    assert ((ratio >= 10 ** (-6 / 20) - 1e-6) & (ratio <= 10 ** (6 / 20) + 1e-6)).all()
+    shifted = augment_batch(wave, AugmentConfig(time_shift=0.5), gen)
+    assert torch.allclose(shifted.sort(dim=1).values, wave.sort(dim=1).values)  # a circular shift
+    noisy = augment_batch(wave, AugmentConfig(noise_std=0.1), gen)
+    assert 0.05 < float((noisy - wave).std()) < 0.2
+
+    xm, soft = mixup(spec, torch.tensor([0, 1, 2, 0]), 0.4, 3, gen)
+    assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
+
+
+def test_augmented_training_runs(tmp_path):
+    _, result, log, _ = run_fit(tmp_path, epochs=2, augment=AugmentConfig(spec_time_mask=2, spec_freq_mask=1,
+                                                                           mixup_alpha=0.4))
+    assert len(log) == 2 and all(np.isfinite(r["train_loss"]) for r in log)
+
+
+def test_multilabel_training_uses_bce_sigmoid_and_map(tmp_path):
+    model, result, log, val = run_fit(tmp_path, multilabel=True, epochs=5, lr=0.02, monitor="val_map")
+    assert "val_map" in log[0] and "train_accuracy" not in log[0]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    scores, targets, _ = predict_scores(model, val, torch.device("cpu"), multilabel=True)
+    assert ((scores >= 0) & (scores <= 1)).all() and not np.allclose(scores.sum(1), 1)  # sigmoid, not softmax
+    m = score_metrics(scores, targets, 3, multilabel=True)
+    assert len(m["per_class_ap"]) == 3
+    assert m["map"] == pytest.approx(np.mean(m["per_class_ap"]))
+    assert m["map"] > 0.8  # chance is about 0.4 (the positive rate)
+    assert m["per_class_ap"][0] == pytest.approx(average_precision(scores[:, 0], targets[:, 0]))
+
+
+def test_average_precision_by_hand():
+    # ranked: pos, neg, pos -> precision at hits 1/1 and 2/3 -> AP = (1 + 2/3) / 2
+    assert average_precision(np.array([0.9, 0.8, 0.1]), np.array([1, 0, 1])) == pytest.approx(5 / 6)
+
+
+def test_device_resolution():
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="not a device"):
+        resolve_device("tpu9")
+
+
+@pytest.mark.skipif(not os.environ.get("AUDIOCOMP_TEST_COMPILE"),
+                    reason="torch.compile takes about 90 s to compile on a 2-core CPU; set AUDIOCOMP_TEST_COMPILE=1")
+def test_compiled_training_matches_eager(tmp_path):
+    _, _, eager, _ = run_fit(tmp_path / "e", epochs=1)
+    _, _, compiled, _ = run_fit(tmp_path / "c", epochs=1, compile=True)
+    assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-4)
