@@ -107,6 +107,8 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
     else:
         cfg = _config(config, set_)
     parent = _open_run(from_, runs_dir) if from_ else None
+    if resume and parent is None:  # continue on the data the interrupted run started with
+        parent = prev.parent("prepare")
     run = stage.run(cfg, runs_dir, name=name, force=force, resume=bool(resume), from_run=parent, progress=not quiet)
     m = run.metrics()
     typer.echo(f"trained {m['model']} ({m['parameters']:,} parameters), best epoch {m['best_epoch']}: "
@@ -184,6 +186,25 @@ def models(feature_shape: Annotated[str, typer.Option(help="Input features as 1x
             [1, 64, 101] if info.input_kind == "spectrogram" else [16000])
         n = count_parameters(build_model(ModelSpec(model_name, classes, shape)))
         typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,}  {info.summary}")
+
+
+@app.command()
+@guarded
+def doctor(runs_dir: RunsDirOpt = None):
+    """Check the environment: versions against the pins, devices, quantized engines, ONNX Runtime
+    providers, audio formats, free disk and write permission; exit code 0 when audiocomp can run.
+
+    Example: `audiocomp doctor --runs-dir runs`
+    """
+    from .runs import runs_root
+    from .stages import doctor as stage
+
+    checks, usable = stage.run(runs_root(runs_dir))
+    for c in checks:
+        typer.echo(f"{c.status:5s} {c.name:22s} {c.detail}")
+    typer.echo("usable: yes" if usable else "usable: NO (fix the 'fail' lines above)")
+    if not usable:
+        raise typer.Exit(1)
 
 
 @config_app.command("show")

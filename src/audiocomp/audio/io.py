@@ -10,24 +10,25 @@ from typing import Optional
 import numpy as np
 
 MAX_SAMPLE_RATE = 768_000
-MAX_CHANNELS = 32
+MAX_CHANNELS = 32  # more is mixed down to mono; beyond this the file is surely not a recording
+MAX_DECODE_SECONDS = 600.0  # longest part decoded in one piece: bounds memory (48 kHz stereo: 230 MB)
+RESAMPLE_MARGIN_S = 0.05  # extra audio read around a window so the resampler's edges fall outside it
 
 
 class AudioError(ValueError):
     """An audio file that cannot be used; the message names the file and the problem."""
 
 
-def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None) -> tuple[np.ndarray, int]:
-    """Read `path` (optionally the [start_s, end_s) part) as float32 (frames, channels) and its rate."""
+def _info(path: Path):
+    """soundfile's header info, with every libsndfile failure turned into a one-line AudioError."""
     import soundfile as sf
 
-    path = Path(path)
     try:
         info = sf.info(str(path))
     except FileNotFoundError:
         raise AudioError(f"{path}: file not found") from None
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError with libsndfile's text
-        reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+        reason = _reason(exc)
         if path.exists() and path.stat().st_size == 0:
             reason = "empty file"
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
@@ -36,12 +37,38 @@ def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None
         raise AudioError(f"{path}: unsupported sample rate {sr} Hz")
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{path}: unsupported channel count {channels}")
-    start = int(round(start_s * sr))
+    return info
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())  # one line, whatever libsndfile said
+    return (text.split(":")[-1].strip() or type(exc).__name__)[:200]
+
+
+def decode(path: Path | str, start_s: float = 0.0, end_s: Optional[float] = None,
+           max_seconds: float = MAX_DECODE_SECONDS) -> tuple[np.ndarray, int]:
+    """Read `path` (optionally the [start_s, end_s) part) as float32 (frames, channels) and its rate.
+
+    Refuses to decode more than `max_seconds` at once, so one odd file cannot exhaust memory."""
+    import soundfile as sf
+
+    path = Path(path)
+    info = _info(path)
+    sr = int(info.samplerate)
+    start = max(0, int(round(start_s * sr)))
     stop = None if end_s is None else int(round(end_s * sr))
+    frames = info.frames if 0 <= info.frames < 2 ** 62 else None  # unknown length for some streams
+    if frames is not None:
+        n = (min(stop, frames) if stop is not None else frames) - start
+        if n > max_seconds * sr:
+            raise AudioError(f"{path}: {n / sr:.0f} s to decode is more than the {max_seconds:.0f} s limit "
+                             f"for one item (cut the file, or crop with features.duration_policy)")
+    elif stop is None:
+        stop = start + int(max_seconds * sr)
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True, start=start, stop=stop)
     except Exception as exc:
-        raise AudioError(f"{path}: cannot decode audio ({str(exc).split(':')[-1].strip()})") from None
+        raise AudioError(f"{path}: cannot decode audio ({_reason(exc)})") from None
     if data.size == 0:
         raise AudioError(f"{path}: no audio samples")
     if not np.isfinite(data).all():
@@ -91,3 +118,24 @@ def load(path: Path | str, sample_rate: int, start_s: float = 0.0, end_s: Option
     if not np.isfinite(y).all():
         raise AudioError(f"{path}: resampling produced non-finite samples")
     return y
+
+
+def load_fixed(path: Path | str, sample_rate: int, length: int, policy: str = "crop-center",
+               start_s: float = 0.0, end_s: Optional[float] = None) -> np.ndarray:
+    """`fix_length(load(...), length, policy)`, but decoding only the part that is kept (plus a small
+    margin for the resampler), so cropping 5 s out of a one-hour file reads 5 s, not an hour."""
+    path = Path(path)
+    info = _info(path)
+    sr = int(info.samplerate)
+    begin = max(0.0, start_s)
+    end = info.frames / sr if 0 <= info.frames < 2 ** 62 else None  # None: length unknown
+    end = end_s if end is None else (end if end_s is None else min(end, end_s))
+    window, margin = length / sample_rate, RESAMPLE_MARGIN_S
+    if end is None or end - begin <= window + 4 * margin:  # short enough: the plain path
+        return fix_length(load(path, sample_rate, start_s, end_s), length, policy)
+    offset = 0.0 if policy in ("pad", "crop-start") else ((end - begin) - window) / 2
+    lo = begin + offset
+    read_from = max(begin, lo - margin)
+    y = load(path, sample_rate, read_from, min(end, lo + window + margin))
+    skip = int(round((lo - read_from) * sample_rate))
+    return fix_length(y[skip:skip + length], length, "crop-start")

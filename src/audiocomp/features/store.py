@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from ..audio import AudioError, fix_length, load, segments
+from ..audio import AudioError, load, load_fixed, segments
 from ..config import DataConfig, FeaturesConfig, stable_hash
 from ..datasets.base import DatasetError, DatasetIndex, Item
 from ..runs import atomic_write_json, file_sha256, read_json
@@ -94,17 +94,16 @@ def _featurize(job: tuple[int, str, float, Optional[float], Optional[float]]):
     cfg = _EXTRACTOR.cfg
     length = int(round(cfg.duration * cfg.sample_rate))
     try:
-        y = load(path, cfg.sample_rate, start_s, end_s)
         if cfg.duration_policy == "segment" or segment_s:
-            pieces = segments(y, length)
-        else:
-            pieces = [fix_length(y, length, cfg.duration_policy)]
+            pieces = segments(load(path, cfg.sample_rate, start_s, end_s), length)
+        else:  # decode only the part that is kept
+            pieces = [load_fixed(path, cfg.sample_rate, length, cfg.duration_policy, start_s, end_s)]
         out = []
         for piece in pieces:
-            x = _EXTRACTOR(piece)
-            if not np.isfinite(x).all():
-                raise AudioError(f"{path}: features are not finite")
-            out.append(x.astype(np.float16))
+            x = _EXTRACTOR(piece).astype(np.float16)
+            if not np.isfinite(x).all():  # checked after the cast: float16 overflows above 65504
+                raise AudioError(f"{path}: features are not finite (NaN, or too loud for float16)")
+            out.append(x)
         return idx, out, None
     except AudioError as exc:
         return idx, [], str(exc)
