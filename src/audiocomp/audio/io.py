@@ -4,6 +4,7 @@ torchaudio is not used for I/O: `torchaudio.load` needs TorchCodec since 2.9 (se
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -29,8 +30,9 @@ def _info(path: Path):
         raise AudioError(f"{path}: file not found") from None
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError with libsndfile's text
         reason = _reason(exc)
-        if path.exists() and path.stat().st_size == 0:
-            reason = "empty file"
+        if path.is_file():  # libsndfile's text can be misleading (e.g. "does not exist" for garbage .mp3)
+            reason = "empty file" if path.stat().st_size == 0 else (
+                "format not recognised" if "not exist" in reason else reason)
         raise AudioError(f"{path}: cannot decode audio ({reason})") from None
     sr, channels = int(info.samplerate), int(info.channels)
     if not 1 <= sr <= MAX_SAMPLE_RATE:
@@ -122,20 +124,26 @@ def load(path: Path | str, sample_rate: int, start_s: float = 0.0, end_s: Option
 
 def load_fixed(path: Path | str, sample_rate: int, length: int, policy: str = "crop-center",
                start_s: float = 0.0, end_s: Optional[float] = None) -> np.ndarray:
-    """`fix_length(load(...), length, policy)`, but decoding only the part that is kept (plus a small
-    margin for the resampler), so cropping 5 s out of a one-hour file reads 5 s, not an hour."""
+    """`fix_length(load(...), length, policy)`, but decoding only the part that is kept (plus a margin for
+    the resampler's edges), so cropping 1 s out of a one-hour file reads 1 s, not an hour. The window
+    starts on a sample shared by both rates' grids, so the result equals the full decode (to ~1e-7)."""
     path = Path(path)
     info = _info(path)
     sr = int(info.samplerate)
-    begin = max(0.0, start_s)
-    end = info.frames / sr if 0 <= info.frames < 2 ** 62 else None  # None: length unknown
-    end = end_s if end is None else (end if end_s is None else min(end, end_s))
-    window, margin = length / sample_rate, RESAMPLE_MARGIN_S
-    if end is None or end - begin <= window + 4 * margin:  # short enough: the plain path
+    first = max(0, int(round(start_s * sr)))
+    last = info.frames if 0 <= info.frames < 2 ** 62 else None  # None: length unknown
+    if end_s is not None:
+        last = int(round(end_s * sr)) if last is None else min(last, int(round(end_s * sr)))
+    margin = int(RESAMPLE_MARGIN_S * sample_rate)  # in output samples
+    n_out = None if last is None else round((last - first) * sample_rate / sr)  # soxr's output length
+    if n_out is None or n_out <= length + 4 * margin:  # short enough: the plain path
         return fix_length(load(path, sample_rate, start_s, end_s), length, policy)
-    offset = 0.0 if policy in ("pad", "crop-start") else ((end - begin) - window) / 2
-    lo = begin + offset
-    read_from = max(begin, lo - margin)
-    y = load(path, sample_rate, read_from, min(end, lo + window + margin))
-    skip = int(round((lo - read_from) * sample_rate))
+    offset = 0 if policy in ("pad", "crop-start") else (n_out - length) // 2  # as fix_length would crop
+    g = math.gcd(sr, sample_rate)
+    step_in, step_out = sr // g, sample_rate // g  # the two sample grids meet every step_in input frames
+    blocks = max(0, offset - margin) // step_out
+    read_from = first + blocks * step_in
+    skip = offset - blocks * step_out
+    read_to = min(last, read_from + math.ceil((skip + length + margin) * sr / sample_rate))
+    y = load(path, sample_rate, read_from / sr, read_to / sr)
     return fix_length(y[skip:skip + length], length, "crop-start")
