@@ -45,3 +45,30 @@ def subprocess_env(**extra: str) -> dict:
 def tiny_args(tiny_overrides) -> list[str]:
     """The tiny config as repeated --set options."""
     return [a for o in tiny_overrides for a in ("--set", o)]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, synth_root):
+    """A finished prepare run and a finished 1-epoch train run ('p' and 't') in a runs dir, made once."""
+    from audiocomp.config import load_config
+    from audiocomp.stages import prepare, train
+
+    overrides = [f"data.root={synth_root}", "data.dataset=synth", "features.sample_rate=8000",
+                 "features.duration=1.0", "features.n_fft=256", "features.hop_length=128", "features.n_mels=32",
+                 "features.workers=1", "model.name=cnn", "model.kwargs.channels=[8,16]", "train.epochs=1",
+                 "train.batch_size=16", "split.val_fraction=0.2"]
+    runs = tmp_path_factory.mktemp("trained") / "runs"
+    cfg = load_config([], overrides)
+    prepared = prepare.run(cfg, runs, name="p", progress=False)
+    train.run(cfg, runs, name="t", from_run=prepared.run, progress=False)
+    return runs
+
+
+def copy_run(runs: Path, name: str, new: str) -> Path:
+    """A copy of a finished run under a new name, to tamper with."""
+    import shutil
+
+    dst = runs / new
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(runs / name, dst, ignore=shutil.ignore_patterns(".lock"))
+    return dst
