@@ -44,8 +44,9 @@ def guarded(fn: Callable) -> Callable:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                typer.echo(f"error: disk full while writing {exc.filename or ''} ({exc.strerror})", err=True)
+            if exc.errno in (28, 122, 30):  # ENOSPC, EDQUOT, EROFS: the user's disk, not a bug
+                typer.echo(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror} "
+                           f"(finished files are kept; free space or choose another --runs-dir, then re-run)", err=True)
                 raise typer.Exit(2) from None
             raise
         except KeyboardInterrupt:

@@ -62,6 +62,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             os.fsync(fh.fileno())
         crash_point(f"write {path}")  # the new file is complete but not yet in place
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. ENOSPC from write/fsync: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
