@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
@@ -153,8 +154,6 @@ def check_name(name: str) -> str:
 def refuse_links(path: Path) -> None:
     """A run folder is written into: a symbolic link in it (planted, or copied from elsewhere) could make a
     write land outside it, so any link is refused before the first write."""
-    if path.is_symlink():
-        raise RunError(f"run {path} is a symbolic link; refusing to write through it")
     for dirpath, dirnames, filenames in os.walk(path):
         for entry in dirnames + filenames:
             if os.path.islink(os.path.join(dirpath, entry)):
@@ -167,7 +166,7 @@ def _open_nofollow(path: Path, flags: int):
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: it is a link
+        if exc.errno == errno.ELOOP:  # it is a link
             raise RunError(f"{path} is a symbolic link; refusing to write through it") from None
         raise
     return fd

@@ -4,6 +4,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audiocomp.config import ConfigError, load_config
 
 from .conftest import assert_user_error, cli
 
@@ -113,3 +117,12 @@ def test_run_names_cannot_be_paths(tmp_path, tiny_args, name):
     result = cli("prepare", *tiny_args, "--runs-dir", tmp_path / "runs", "--name", name, "-q")
     assert_user_error(result, "not a path")
     assert not (tmp_path / "runs").exists() and not (tmp_path / "escape").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_fuzzed_set_expressions_validate_or_raise_one_line(expr):
+    try:
+        load_config([], [expr])
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc)

@@ -3,6 +3,7 @@ re-running / --resume ends identical to an uninterrupted run (scripts/stress_kil
 from __future__ import annotations
 
 import json
+import os
 import runpy
 from pathlib import Path
 
@@ -60,3 +61,35 @@ def test_torn_jsonl_line_is_skipped_and_the_next_record_survives(tmp_path):
     run.append_jsonl("metrics.jsonl", {"epoch": 2})
     assert run.read_jsonl("metrics.jsonl") == [{"epoch": 1}, {"epoch": 2}]
     run.unlock()
+
+
+def test_abandoned_store_builds_are_cleaned_but_live_ones_are_not(tmp_path, tiny_args):
+    import shutil
+
+    from .conftest import cli
+
+    runs = tmp_path / "runs"
+    assert cli("prepare", *tiny_args, "--runs-dir", runs, "--name", "p", "-q").exit_code == 0
+    (store,) = [p for p in (runs / ".store").iterdir()]
+    shutil.rmtree(store)
+    dead, live = runs / ".store" / f".{store.name}.tmp-99999999", runs / ".store" / f".{store.name}.tmp-{os.getppid()}"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "features.npy").write_bytes(b"half")
+    assert cli("prepare", *tiny_args, "--runs-dir", runs, "--name", "p", "--force", "-q").exit_code == 0
+    assert not dead.exists() and live.exists() and (store / "COMPLETE").is_file()
+
+
+@pytest.mark.slow
+def test_a_killed_feature_worker_is_a_clear_error(tmp_path, tiny_args):
+    import subprocess
+    import sys
+
+    from .conftest import audiocomp_cmd, subprocess_env
+
+    args = ["prepare", *tiny_args, "--set", "features.workers=2", "--runs-dir", str(tmp_path / "runs"), "-q"]
+    proc = subprocess.run(audiocomp_cmd(*args), env=subprocess_env(AUDIOCOMP_CRASH_AT="featurize:1"),
+                          capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and err[-1].startswith("error: a feature worker process died"), proc.stderr
+    assert not any((tmp_path / "runs" / ".store").iterdir())

@@ -12,6 +12,7 @@ import shutil
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -21,7 +22,7 @@ import numpy as np
 from ..audio import AudioError, load, load_fixed, segments
 from ..config import DataConfig, FeaturesConfig, stable_hash
 from ..datasets.base import DatasetError, DatasetIndex, Item
-from ..runs import atomic_write_json, file_sha256, read_json
+from ..runs import atomic_write_json, crash_point, file_sha256, read_json
 from .extract import FeatureExtractor, feature_shape
 
 FEATURES_FILE = "features.npy"
@@ -91,6 +92,7 @@ def _init_worker(feats: dict) -> None:
 def _featurize(job: tuple[int, str, float, Optional[float], Optional[float]]):
     """One file -> (index, list of float16 arrays, error or None). Never raises for bad audio."""
     idx, path, start_s, end_s, segment_s = job
+    crash_point(f"featurize {path}")
     cfg = _EXTRACTOR.cfg
     length = int(round(cfg.duration * cfg.sample_rate))
     try:
@@ -119,10 +121,24 @@ def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
         return
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(payload,)) as pool:
-        yield from pool.map(_featurize, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8) or 1)))
+        try:
+            yield from pool.map(_featurize, jobs, chunksize=max(1, min(32, len(jobs) // (workers * 8) or 1)))
+        except BrokenProcessPool:
+            raise DatasetError("a feature worker process died (killed, out of memory, or a decoder crash); "
+                               "re-run with features.workers=1 to see which file") from None
 
 
 # ------------------------------------------------------------------------------------- build
+
+def _remove_abandoned(cache_dir: Path, name: str) -> None:
+    """Temp folders of builds whose process is gone (killed): they would only fill the disk."""
+    import psutil
+
+    for folder in cache_dir.glob(f".{name}.tmp-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and (int(pid) == os.getpid() or not psutil.pid_exists(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, cache_dir: Path,
                 workers: Optional[int] = None, progress: bool = True) -> FeatureStore:
@@ -135,7 +151,7 @@ def build_store(index: DatasetIndex, data: DataConfig, feats: FeaturesConfig, ca
         return FeatureStore.open(final)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove_abandoned(cache_dir, final.name)  # ours too, from an earlier process with the same pid
     tmp.mkdir()
     t0 = time.perf_counter()
     workers = workers or feats.workers or os.cpu_count() or 1
