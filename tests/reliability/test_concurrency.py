@@ -1,8 +1,8 @@
 """Two processes on one run or one feature store: serialised or refused with a clear message, never torn."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -16,25 +16,17 @@ from .conftest import audiocomp_cmd, subprocess_env
 EPOCHS = 100  # long enough (many seconds) that the second process surely starts while the first trains
 
 
-def _hold_lock(runs_dir, ready, release):
-    run = Run.create("shared", "train", runs_dir)
-    ready.set()
-    release.wait(30)
-    run.unlock()
-
-
 def test_a_locked_run_is_refused_to_a_second_process(tmp_path):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    holder = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
-    holder.start()
+    code = ("import sys; from audiocomp.runs import Run; "
+            f"run = Run.create('shared', 'train', {str(tmp_path)!r}); print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code], env=subprocess_env(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     try:
-        assert ready.wait(60)
+        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunError, match="in use by another process"):
             Run.create("shared", "train", tmp_path, resume=True)
     finally:
-        release.set()
-        holder.join(30)
+        holder.communicate("", timeout=30)  # closing stdin ends the holder, and the kernel drops its lock
     Run.create("shared", "train", tmp_path, resume=True).unlock()  # free again once the holder is gone
 
 
