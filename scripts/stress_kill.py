@@ -43,7 +43,7 @@ EXACT_POINTS = [
     ("train", "best.pt:1"),           # first checkpoint
     ("train", "last.pt:1"),
     ("train", "last.pt:2"),           # mid-training checkpoint
-    ("train", "best.pt:3"),
+    ("train", "last.pt:3"),           # last epoch's checkpoint
     ("train", "model.pt:1"),          # final model
     ("train", "metrics.json:1"),
     ("train", "manifest.json:2"),
@@ -207,8 +207,8 @@ def run_points(n_points: int, seed: int, workdir: Path, workers: int = 2,
     if points is None:
         points = EXACT_POINTS[:n_points]
         for _ in range(max(0, n_points - len(EXACT_POINTS))):  # the rest: timed kills at random moments
-            stage = rng.choice(["prepare", "train"])
-            points.append((stage, f"t={rng.uniform(0.5, times[stage]):.2f}"))
+            stage = ("prepare", "train")[len(points) % 2]
+            points.append((stage, f"t={rng.uniform(0.3, 0.8) * times[stage]:.2f}"))  # while it surely runs
     results = [run_point(stage, spec, data, workdir / f"point{i}", reference) for i, (stage, spec) in enumerate(points)]
     return {"points": len(results), "killed": sum(r["killed"] for r in results),
             "identical": sum(r["ok"] for r in results), "reference_seconds": {k: round(v, 1) for k, v in times.items()},
