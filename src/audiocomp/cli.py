@@ -46,8 +46,9 @@ def guarded(fn: Callable) -> Callable:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                typer.echo(f"error: disk full while writing {exc.filename or ''} ({exc.strerror})", err=True)
+            if exc.errno in (28, 122, 30):  # ENOSPC, EDQUOT, EROFS: the user's disk, not a bug
+                typer.echo(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror} "
+                           f"(finished files are kept; free space or choose another --runs-dir, then re-run)", err=True)
                 raise typer.Exit(2) from None
             raise
         except KeyboardInterrupt:
@@ -357,6 +358,25 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipelin
     typer.echo(f"sweep {summary['status']}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
                f"-> {plan.out / 'sweep.json'}" + (f"; report: {summary['report']}" if summary.get("report") else ""))
     if c["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def doctor(runs_dir: RunsDirOpt = None):
+    """Check the environment: versions against the pins, devices, quantized engines, ONNX Runtime
+    providers, audio formats, free disk and write permission; exit code 0 when audiocomp can run.
+
+    Example: `audiocomp doctor --runs-dir runs`
+    """
+    from .runs import runs_root
+    from .stages import doctor as stage
+
+    checks, usable = stage.run(runs_root(runs_dir))
+    for c in checks:
+        typer.echo(f"{c.status:5s} {c.name:22s} {c.detail}")
+    typer.echo("usable: yes" if usable else "usable: NO (fix the 'fail' lines above)")
+    if not usable:
         raise typer.Exit(1)
 
 

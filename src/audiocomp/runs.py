@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import json
 import os
@@ -27,6 +28,24 @@ class RunError(RuntimeError):
     """A problem with a run directory; the message is one line meant for the user."""
 
 
+CRASH_ENV = "AUDIOCOMP_CRASH_AT"
+
+
+def crash_point(where: str) -> None:
+    """Fault injection for the crash tests (scripts/stress_kill.py): with AUDIOCOMP_CRASH_AT='<text>:<n>',
+    the n-th call whose `where` contains <text> kills this process with SIGKILL, as a power cut would."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    text, _, n = spec.rpartition(":")
+    if text and text in where:
+        count = crash_point.hits = getattr(crash_point, "hits", 0) + 1  # type: ignore[attr-defined]
+        if count == int(n):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ------------------------------------------------------------------------------------ atomic writes
 
 @contextlib.contextmanager
@@ -42,7 +61,13 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        crash_point(f"write {path}")  # the new file is complete but not yet in place
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. ENOSPC from write/fsync: say which file could not be written
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -121,9 +146,30 @@ def runs_root(runs_dir: Optional[str | Path] = None) -> Path:
 
 
 def check_name(name: str) -> str:
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or name.startswith("."):
+    if not name or name in {".", ".."} or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
         raise RunError(f"run name {name!r}: use letters, digits, '-', '_' and '.', not a path")
     return name
+
+
+def refuse_links(path: Path) -> None:
+    """A run folder is written into: a symbolic link in it (planted, or copied from elsewhere) could make a
+    write land outside it, so any link is refused before the first write."""
+    for dirpath, dirnames, filenames in os.walk(path):
+        for entry in dirnames + filenames:
+            if os.path.islink(os.path.join(dirpath, entry)):
+                raise RunError(f"run {path} contains a symbolic link {os.path.join(dirpath, entry)}; "
+                               f"refusing to write through it (remove it or use --force)")
+
+
+def _open_nofollow(path: Path, flags: int):
+    """open() that fails instead of following a symbolic link at `path`."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # it is a link
+            raise RunError(f"{path} is a symbolic link; refusing to write through it") from None
+        raise
+    return fd
 
 
 class Run:
@@ -196,6 +242,8 @@ class Run:
         """Make (or, with resume, reopen) a run folder and take its lock."""
         path = runs_root(runs_dir) / check_name(name)
         run = cls(path)
+        if path.is_symlink():
+            raise RunError(f"run {path} is a symbolic link; refusing to write through it")
         exists = run.manifest_path.exists()
         if exists and not (force or resume):
             raise RunError(f"run {path} already exists ({run.status}): use --resume to continue it, "
@@ -207,12 +255,19 @@ class Run:
                 if child.name == ".lock":
                     continue
                 shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        try:
+            refuse_links(path)
+        except RunError:
+            run.unlock()
+            raise
+        for stale in path.rglob(".*.tmp"):  # temp files of a killed writer; we hold the lock, none is live
+            stale.unlink()
         (path / "logs").mkdir(exist_ok=True)
         return run
 
     def lock(self) -> None:
         """Exclusive, non-blocking lock held for this process's lifetime (released on exit or kill)."""
-        fh = open(self.path / ".lock", "a+")
+        fh = os.fdopen(_open_nofollow(self.path / ".lock", os.O_RDWR | os.O_CREAT), "r+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -275,8 +330,11 @@ class Run:
 
     def append_jsonl(self, name: str, record: dict) -> None:
         """Append one line; a torn last line (kill mid-write) is skipped by :meth:`read_jsonl`."""
-        with open(self.path / name, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, default=str) + "\n")
+        fd = _open_nofollow(self.path / name, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # start a fresh line after a torn one
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            fh.write(("\n" if torn else "") + json.dumps(record, default=str) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -1,4 +1,4 @@
 """Audio I/O and pure signal helpers: decode (soundfile), mono, resample (soxr), fix length."""
-from .io import AudioError, decode, load, resample, to_mono, fix_length, segments
+from .io import AudioError, decode, fix_length, load, load_fixed, resample, segments, to_mono
 
-__all__ = ["AudioError", "decode", "load", "resample", "to_mono", "fix_length", "segments"]
+__all__ = ["AudioError", "decode", "load", "load_fixed", "resample", "to_mono", "fix_length", "segments"]

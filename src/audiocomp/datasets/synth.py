@@ -156,15 +156,35 @@ def synth_dataset(cfg: DataConfig) -> DatasetIndex:
     meta = root / METADATA
     if not meta.is_file():
         raise DatasetError(f"{meta}: not found (generate the set with `audiocomp data synth --out {root}`)")
-    with open(meta, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    labels = sorted({(int(r["target"]), r["label"]) for r in rows})
-    classes = [name for _, name in labels]
+    try:
+        with open(meta, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DatasetError(f"{meta}: not a UTF-8 CSV file ({exc})") from None
+    missing = [c for c in ("filename", "label", "target", "fold") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}")
+    names: dict[int, str] = {}
+    seen: dict[str, int] = {}
     items, problems = [], []
-    for r in rows:
-        rel = safe_relpath(root, r["filename"], str(meta))
+    for line, r in enumerate(rows, 2):
+        try:
+            target, fold = int(r["target"]), int(r["fold"])
+        except (TypeError, ValueError):
+            raise DatasetError(f"{meta}, row {line}: target/fold {r['target']!r}/{r['fold']!r} are not integers") from None
+        if names.setdefault(target, r["label"]) != r["label"]:
+            raise DatasetError(f"{meta}, row {line}: label {r['label']!r} for target {target}, "
+                               f"which is {names[target]!r} elsewhere")
+        rel = safe_relpath(root, r["filename"] or "", str(meta))
+        if rel in seen:
+            raise DatasetError(f"{meta}, row {line}: {rel} is listed twice (also row {seen[rel]})")
+        seen[rel] = line
         if not (root / rel).is_file():
             problems.append(f"{root / rel}: listed in {meta.name} but missing, skipped")
             continue
-        items.append(Item(path=rel, target=int(r["target"]), fold=int(r["fold"])))
+        items.append(Item(path=rel, target=target, fold=fold))
+    if sorted(names) != list(range(len(names))):
+        raise DatasetError(f"{meta}: targets must be 0..{len(names) - 1}, found {sorted(names)}")
+    classes = [names[t] for t in range(len(names))]
     return DatasetIndex(root=root, items=items, classes=classes, problems=problems)

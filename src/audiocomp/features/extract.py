@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..config import FeaturesConfig
+from ..config import ConfigError, FeaturesConfig
 
 
 def n_frames(cfg: FeaturesConfig) -> int:
@@ -18,6 +18,8 @@ def n_frames(cfg: FeaturesConfig) -> int:
 def feature_shape(cfg: FeaturesConfig) -> tuple[int, ...]:
     """Shape of one item's features: (1, n_mels, frames), (1, n_mfcc, frames) or (samples,)."""
     samples = int(round(cfg.duration * cfg.sample_rate))
+    if cfg.kind == "mfcc" and cfg.n_mfcc > cfg.n_mels:  # the DCT of n_mels bands has only n_mels terms
+        raise ConfigError(f"features.n_mfcc={cfg.n_mfcc} is more than features.n_mels={cfg.n_mels}")
     if cfg.kind == "waveform":
         return (samples,)
     return (1, cfg.n_mfcc if cfg.kind == "mfcc" else cfg.n_mels, n_frames(cfg))

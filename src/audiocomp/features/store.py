@@ -16,16 +16,17 @@ import time
 import warnings
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
 import numpy as np
 
-from ..audio import AudioError, fix_length, load, segments
+from ..audio import AudioError, fix_length, load, load_fixed, segments
 from ..config import DataConfig, FeaturesConfig, stable_hash
 from ..datasets.base import DatasetError, DatasetIndex, Item
-from ..runs import atomic_write_json, file_sha256, read_json
+from ..runs import atomic_write_json, crash_point, file_sha256, read_json
 from .extract import FeatureExtractor, feature_shape
 
 FEATURES_FILE = "features.npy"
@@ -92,26 +93,33 @@ def _init_worker(feats: dict) -> None:
     _EXTRACTOR = FeatureExtractor(FeaturesConfig(**feats))
 
 
+def _check_long_enough(y: np.ndarray, path: str, cfg: FeaturesConfig, length: int) -> None:
+    if len(y) < min(cfg.n_fft, length):
+        raise AudioError(f"{path}: too short ({len(y)} samples at {cfg.sample_rate} Hz, "
+                         f"less than one {min(cfg.n_fft, length)}-sample window)")
+
+
 def _featurize(job: tuple[int, str, float, Optional[float], Optional[float]]):
     """One file -> (index, list of float16 arrays, error or None). Never raises for bad audio."""
     idx, path, start_s, end_s, segment_s = job
+    crash_point(f"featurize {path}")
     cfg = _EXTRACTOR.cfg
     length = int(round(cfg.duration * cfg.sample_rate))
     try:
-        y = load(path, cfg.sample_rate, start_s, end_s)
-        if len(y) < min(cfg.n_fft, length):
-            raise AudioError(f"{path}: too short ({len(y)} samples at {cfg.sample_rate} Hz, "
-                             f"less than one {min(cfg.n_fft, length)}-sample window)")
         if cfg.duration_policy == "segment" or segment_s:
+            y = load(path, cfg.sample_rate, start_s, end_s)
+            _check_long_enough(y, path, cfg, length)
             pieces = segments(y, length)
-        else:
+        else:  # decode only the part that is kept
+            y = load_fixed(path, cfg.sample_rate, length, cfg.duration_policy, start_s, end_s, keep_short=True)
+            _check_long_enough(y, path, cfg, length)
             pieces = [fix_length(y, length, cfg.duration_policy)]
         out = []
         for piece in pieces:
-            x = _EXTRACTOR(piece)
-            if not np.isfinite(x).all():
-                raise AudioError(f"{path}: features are not finite")
-            out.append(x.astype(np.float16))
+            x = _EXTRACTOR(piece).astype(np.float16)
+            if not np.isfinite(x).all():  # checked after the cast: float16 overflows above 65504
+                raise AudioError(f"{path}: features are not finite (NaN, or too loud for float16)")
+            out.append(x)
         return idx, out, None
     except AudioError as exc:
         return idx, [], str(exc)
@@ -181,7 +189,11 @@ def _results(jobs: list, feats: FeaturesConfig, workers: int) -> Iterator:
                 started = True
                 for f in done:
                     running.discard(f)
-                    yield from f.result()
+                    try:
+                        yield from f.result()
+                    except BrokenProcessPool:
+                        raise DatasetError("a feature worker process died (killed, out of memory, or a decoder "
+                                           "crash); re-run with features.workers=1 to see which file") from None
 
 
 # ------------------------------------------------------------------------------------- build

@@ -71,8 +71,8 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
     existing = None if force else find_done(name, runs_dir)
     if existing is not None:
         return load_prepared(existing)
+    index = load_index(cfg.data)  # bad metadata fails here, before a run folder is written
     with stage_run("prepare", cfg, name, runs_dir, force=force, resume=True) as run_:
-        index = load_index(cfg.data)
         if cfg.data.max_items and cfg.data.max_items < len(index.items):
             rng = np.random.default_rng(cfg.seed)
             keep = np.sort(rng.permutation(len(index.items))[: cfg.data.max_items])
