@@ -138,6 +138,34 @@ def evaluate(from_: Annotated[str, typer.Option("--from", help="The model run to
 
 @app.command()
 @guarded
+def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or pruned model run to quantize (name or path).")],
+             config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+             force: ForceOpt = False,
+             allow_degraded: Annotated[bool, typer.Option("--allow-degraded", help="Keep a model whose accuracy fell near chance.")] = False,
+             quiet: QuietOpt = False):
+    """Quantize a model run (dynamic INT8, FP16, static INT8, QAT; torch or ONNX Runtime) into a new run.
+
+    Example: `audiocomp quantize --from train-cnn-1a2b3c4d -c quant.yaml --set quantize.method=static`
+    """
+    from .stages import quantize as stage
+
+    model_run = _open_run(from_, runs_dir)
+    cfg = _config(config, set_, base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, allow_degraded=allow_degraded or None,
+                    progress=not quiet)
+    m = run.metrics()
+    part = "test" if "test_accuracy" in m else "val"
+    lat = m["latency_batch1_1thread"]
+    typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {m[f'float_{part}_accuracy']:.3f} -> "
+               f"{m[f'{part}_accuracy']:.3f}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
+               f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
+               f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
+    if m.get("note"):
+        typer.echo(f"note: {m['note']}")
+
+
+@app.command()
+@guarded
 def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],
            out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
            config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):

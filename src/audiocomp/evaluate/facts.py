@@ -11,7 +11,10 @@ from torch import nn
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Dense and non-zero parameter counts. Models whose weights are not nn.Parameters (torch-quantized
-    ones) are counted over their weight tensors, through the int representation."""
+    ones) are counted over their weight tensors, through the int representation; a model that is not
+    made of torch tensors (an ONNX Runtime session) counts its own."""
+    if hasattr(model, "parameter_counts"):
+        return model.parameter_counts()
     tensors = [p.detach() for p in model.parameters()]
     if not tensors:
         tensors = [t for k, t in model.state_dict().items() if isinstance(t, torch.Tensor)

@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..models.io import artifact_path
 from ..runs import Run
 
 MODEL_STAGES = ("train", "prune", "quantize")
@@ -70,7 +71,7 @@ def model_rows(runs: list[Run]) -> list[dict]:
             if facts.get("file_bytes") is not None:
                 row["size_mb"] = facts["file_bytes"] / 1e6
                 row["zipped_mb"] = facts["zipped_bytes"] / 1e6
-        model_file = r.path / "model" / "model.pt"
+        model_file = artifact_path(r.path / "model") if (r.path / "model" / "arch.json").exists() else r.path / "model" / "model.pt"
         if row.get("size_mb") is None and model_file.exists():
             row["size_mb"] = model_file.stat().st_size / 1e6
         rows.append(row)

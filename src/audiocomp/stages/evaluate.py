@@ -10,6 +10,7 @@ import torch
 from ..config import Config
 from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
 from ..models import load_model
+from ..models.io import artifact_path
 from ..report.plots import confusion_plot
 from ..runs import Run, atomic_path
 from ..train.loop import predict_scores, score_metrics
@@ -53,7 +54,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         metrics = score_metrics(scores, targets, spec.num_classes, spec.multilabel, cfg.eval.top_k)
         metrics.update({"split": part, "items": len(targets), "loss": loss, "classes": spec.classes,
                         "model_run": model_run.name})
-        metrics["model_facts"] = model_facts(model, spec, model_run / "model" / "model.pt")
+        metrics["model_facts"] = model_facts(model, spec, artifact_path(model_run / "model", spec))
         if "confusion" in metrics:
             write_confusion_csv(metrics["confusion"], spec.classes, run.path / "confusion.csv")
             confusion_plot(metrics["confusion"], spec.classes, run.path / "confusion.png",
