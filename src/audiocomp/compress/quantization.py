@@ -168,7 +168,7 @@ def _torch_qat(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
     history = []
     for epoch in range(ctx.cfg.qat_epochs):
         model.train()
-        if epoch == ctx.cfg.qat_epochs - 1:
+        if epoch == ctx.cfg.qat_epochs - 1 and epoch > 0:
             torch_ao.freeze_qat(model.backbone)
         total, seen = 0.0, 0
         ctx.train_batches.set_epoch(epoch)
