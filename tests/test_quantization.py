@@ -182,6 +182,7 @@ def test_broken_calibration_trips_the_near_chance_guard(tones_root, tones_run, m
     assert kept.status == "done" and kept.metrics()["degraded"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sets", [["quantize.method=static"], ["quantize.backend=onnxruntime", "quantize.method=static"]])
 def test_reload_in_a_fresh_process_gives_the_same_outputs(tones_root, tones_run, sets, tmp_path):
     run = _quantize_run(tones_root, tones_run, *sets)
@@ -224,3 +225,18 @@ def test_quantize_cli_end_to_end(tiny_overrides, tmp_path):
     assert res.exit_code == 2 and "not available with quantize.backend=onnxruntime" in res.output
     res = runner.invoke(app, ["quantize", "--from", "tq", "--runs-dir", runs, "--name", "again"])
     assert res.exit_code == 2 and "already quantized" in res.output
+
+
+@pytest.mark.slow
+def test_demo_includes_the_quantize_stages(tmp_path, monkeypatch):
+    from audiocomp.runs import Run
+    from audiocomp.stages import demo
+
+    monkeypatch.setattr(demo, "PER_CLASS", 4)
+    demo.run(tmp_path, ["train.epochs=1", "features.sample_rate=8000", "features.n_mels=32", "features.workers=1",
+                        "model.kwargs.channels=[4,8]", "quantize.calibration_batches=1", "quantize.latency_runs=2",
+                        "quantize.allow_degraded=true"], progress=False)
+    for backend, fmt in (("torch", "int8-static"), ("onnxruntime", "onnx-int8-static")):
+        assert Run(tmp_path / "runs" / f"demo-quantize-{backend}").metrics()["format"] == fmt
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "int8-static" in report and "onnx-int8-static" in report

@@ -1,4 +1,4 @@
-"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> report, printing the final table."""
+"""`audiocomp demo`: synthetic data -> prepare -> train -> quantize -> eval -> report, printing the final table."""
 from __future__ import annotations
 
 from importlib import resources
@@ -7,7 +7,7 @@ from pathlib import Path
 from ..config import load_config
 from ..datasets.synth import generate
 from ..report.tables import terminal
-from . import evaluate, prepare, report, train
+from . import evaluate, prepare, quantize, report, train
 
 DEMO_CONFIG = "demo.yaml"
 PER_CLASS = 40
@@ -30,6 +30,11 @@ def run(out: Path, overrides: list[str], force: bool = False, progress: bool = T
     model_run = train.run(cfg, runs_dir, force=True, from_run=prepared.run, progress=progress,
                           name="demo-train")
     evaluate.run(cfg, model_run, runs_dir, force=True, progress=progress, name="demo-eval")
+    for backend in ("torch", "onnxruntime"):  # static INT8 twice: torch x86/qnnpack, portable ONNX Runtime QDQ
+        qcfg = load_config([demo_config_path()], [f"data.root={synth}", *overrides, f"quantize.backend={backend}",
+                                                  "quantize.method=static"])
+        qrun = quantize.run(qcfg, model_run, runs_dir, force=True, progress=progress, name=f"demo-quantize-{backend}")
+        evaluate.run(qcfg, qrun, runs_dir, force=True, progress=progress, name=f"demo-eval-quantize-{backend}")
     result = report.run(cfg, [runs_dir], out / "report")
     print()
     print(terminal(result["rows"]))
