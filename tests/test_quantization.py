@@ -240,3 +240,8 @@ def test_demo_includes_the_quantize_stages(tmp_path, monkeypatch):
         assert Run(tmp_path / "runs" / f"demo-quantize-{backend}").metrics()["format"] == fmt
     report = (tmp_path / "report" / "report.md").read_text()
     assert "int8-static" in report and "onnx-int8-static" in report
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "quantize").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_quantize_configs_validate(path):
+    q.check_options(load_config([path]).quantize)

@@ -154,10 +154,11 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
     run = stage.run(cfg, model_run, runs_dir, name=name, force=force, allow_degraded=allow_degraded or None,
                     progress=not quiet)
     m = run.metrics()
-    part = "test" if "test_accuracy" in m else "val"
+    part = "test" if "test_items" in m else "val"
     lat = m["latency_batch1_1thread"]
-    typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {m[f'float_{part}_accuracy']:.3f} -> "
-               f"{m[f'{part}_accuracy']:.3f}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
+    acc = lambda key: "-" if m.get(key) is None else f"{m[key]:.3f}"  # noqa: E731  (None for multi-label sets)
+    typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
+               f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
                f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
                f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
     if m.get("note"):
