@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -103,7 +104,7 @@ HEADER = ("| data | model | format | engine | test acc (float -> quant) | MB (ra
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fsdd", type=Path, default=REPO.parent / "shared" / "data" / "fsdd")
+    ap.add_argument("--fsdd", type=Path, default=Path(os.environ.get("AUDIOCOMP_FSDD", REPO.parent / "shared" / "data" / "fsdd")))
     ap.add_argument("--synth", type=Path, default=None, help="synthetic set folder [default: generate one]")
     ap.add_argument("--out", type=Path, default=REPO / "bench-results")
     ap.add_argument("--skip-resnet", action="store_true")
@@ -119,6 +120,8 @@ def main() -> None:
             lstm = ["model.name=lstm", "model.kwargs.hidden_size=64", "model.kwargs.num_layers=1", "train.epochs=10",
                     "train.lr=0.003", "quantize.latency_runs=100"]
             rows += pipeline("fsdd", args.fsdd, runs, lstm, [("torch", "dynamic"), ("onnxruntime", "dynamic")])
+        else:
+            print(f"FSDD not found at {args.fsdd} (--fsdd or AUDIOCOMP_FSDD): skipped", flush=True)
         synth = args.synth
         if synth is None:
             from audiocomp.datasets.synth import generate

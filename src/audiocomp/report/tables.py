@@ -71,7 +71,8 @@ def model_rows(runs: list[Run]) -> list[dict]:
             if facts.get("file_bytes") is not None:
                 row["size_mb"] = facts["file_bytes"] / 1e6
                 row["zipped_mb"] = facts["zipped_bytes"] / 1e6
-        model_file = artifact_path(r.path / "model") if (r.path / "model" / "arch.json").exists() else r.path / "model" / "model.pt"
+        model_dir = r.path / "model"
+        model_file = artifact_path(model_dir) if (model_dir / "arch.json").exists() else model_dir / "model.pt"
         if row.get("size_mb") is None and model_file.exists():
             row["size_mb"] = model_file.stat().st_size / 1e6
         rows.append(row)
