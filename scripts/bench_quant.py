@@ -20,7 +20,7 @@ import torch
 warnings.filterwarnings("ignore")
 REPO = Path(__file__).resolve().parents[1]
 
-CNN = ["model.name=cnn", "model.kwargs.channels=[32,64,128,128]", "train.epochs=12", "train.batch_size=32",
+CNN = ["model.name=cnn", "model.kwargs.channels=[16,32,64,64]", "train.epochs=8", "train.batch_size=32",
        "train.lr=0.003", "train.early_stopping=4", "quantize.calibration_batches=8", "quantize.latency_runs=100"]
 DATA = {
     "fsdd": ["data.dataset=fsdd", "features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256",
@@ -117,7 +117,7 @@ def main() -> None:
         print(HEADER, flush=True)
         if (args.fsdd / "recordings").is_dir():
             rows += pipeline("fsdd", args.fsdd, runs, CNN, METHODS)
-            lstm = ["model.name=lstm", "model.kwargs.hidden_size=64", "model.kwargs.num_layers=1", "train.epochs=10",
+            lstm = ["model.name=lstm", "model.kwargs.hidden_size=64", "model.kwargs.num_layers=1", "train.epochs=6",
                     "train.lr=0.003", "quantize.latency_runs=100"]
             rows += pipeline("fsdd", args.fsdd, runs, lstm, [("torch", "dynamic"), ("onnxruntime", "dynamic")])
         else:

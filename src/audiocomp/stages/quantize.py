@@ -6,6 +6,7 @@ loudly when accuracy collapses towards chance (LESSONS.md #5) unless degraded re
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -74,6 +75,18 @@ def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs
     return out
 
 
+@contextlib.contextmanager
+def nondeterminism_allowed():
+    """Quantized CPU kernels flag themselves non-deterministic (they resize their outputs), which floods
+    stderr when an earlier stage in the process turned deterministic mode on; restore it afterwards."""
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, allow_degraded: Optional[bool] = None, progress: bool = True) -> Run:
     qc = cfg.quantize
@@ -81,7 +94,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     allow = qc.allow_degraded if allow_degraded is None else allow_degraded
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     name = name or f"quantize-{model_run.name}-{qc.backend}-{qc.method}"
-    with stage_run("quantize", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+    with stage_run("quantize", cfg, name, runs_dir, force=force, parents=[model_run]) as run, nondeterminism_allowed():
+        torch.manual_seed(cfg.seed)  # QAT dropout draws
         float_model, spec = load_model(model_run / "model")
         if any(step.get("stage") == "quantize" for step in spec.compression):
             raise RunError(f"run {model_run.path}: its model is already quantized "
