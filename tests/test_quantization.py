@@ -137,12 +137,12 @@ def _tone_overrides(root):
             "quantize.calibration_batch_size=16", "quantize.latency_runs=5"]
 
 
-def _quantize_run(tones_root, tones_run, *sets, **kw):
+def _quantize_run(tones_root, tones_run, *sets, model=None, **kw):
     from audiocomp.stages import quantize
 
     run, runs = tones_run
     cfg = load_config([], [*_tone_overrides(tones_root), *sets])
-    return quantize.run(cfg, run, runs, force=True, progress=False, **kw)
+    return quantize.run(cfg, model or run, runs, force=True, progress=False, **kw)
 
 
 def test_static_int8_keeps_accuracy_on_the_same_test_items(tones_root, tones_run):
@@ -255,3 +255,24 @@ def test_calibration_batches_are_the_first_batches_of_the_seeded_shuffle():
     want = list(ArrayBatches(feats, targets, rows, 8, shuffle=True, seed=7))[:3]
     assert len(got) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
     assert set(calibration_rows(rows, 8, 3, seed=7)) <= set(rows)
+
+
+def test_a_structurally_pruned_run_quantizes_and_reloads(tones_root, tones_run):
+    """The pruning stage saves arch.json with the pruned parameter shapes; quantize must rebuild those."""
+    from audiocomp.models.io import save_model
+    from audiocomp.models.reshape import record_shapes
+    from audiocomp.stages.common import stage_run
+
+    train_run, runs = tones_run
+    cfg = load_config([], _tone_overrides(tones_root))
+    spec = load_model(train_run.path / "model")[1]
+    narrow = ModelSpec.from_dict({**spec.to_dict(), "kwargs": {**spec.kwargs, "channels": [12, 20]}})
+    pruned = build_model(narrow)
+    spec.shapes = record_shapes(pruned)  # as if Torch-Pruning had removed channels from the trained model
+    spec.compression = [{"method": "taylor", "format": "fp32", "sparsity": 0.3}]
+    with stage_run("prune", cfg, "tones-pruned", runs, force=True, parents=[train_run]) as prune_run:
+        save_model(pruned, spec, prune_run.path / "model")
+    run = _quantize_run(tones_root, tones_run, "quantize.method=static", name="tones-pruned-static", model=prune_run)
+    reloaded, saved = load_model(run.path / "model")
+    assert [s["method"] for s in saved.compression] == ["taylor", "static"]
+    assert reloaded.backbone.get_submodule("0.0").weight().shape[0] == 12
