@@ -2,7 +2,7 @@
 and ResNet-152 at 299x299 (random weights: sizes and latency only). Writes bench-results/quant.json and
 prints a table. Every number is measured here; latency is batch 1, one CPU thread, median.
 
-    python scripts/bench_quant.py [--fsdd ../shared/data/fsdd] [--out bench-results] [--skip-resnet]
+    python scripts/bench_quant.py [--fsdd ../shared/data/fsdd] [--out bench-results] [--parts fsdd-cnn ...]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 warnings.filterwarnings("ignore")
 REPO = Path(__file__).resolve().parents[1]
 
-CNN = ["model.name=cnn", "model.kwargs.channels=[16,32,64,64]", "train.epochs=8", "train.batch_size=32",
+CNN = ["features.normalize=global", "model.name=cnn", "model.kwargs.channels=[16,32,64,64]", "train.epochs=8", "train.batch_size=32",
        "train.lr=0.003", "train.early_stopping=4", "quantize.calibration_batches=8", "quantize.latency_runs=100"]
 DATA = {
     "fsdd": ["data.dataset=fsdd", "features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256",
@@ -102,12 +102,20 @@ HEADER = ("| data | model | format | engine | test acc (float -> quant) | MB (ra
           "batch-1 1-thread ms, float eager -> quant (speedup) |\n|---|---|---|---|---|---|---|---|")
 
 
+PARTS = ["fsdd-cnn", "fsdd-lstm", "synth", "resnet152"]
+
+
+def _tag(part: str, rows: list[dict]) -> list[dict]:
+    return [{"part": part, **r} for r in rows]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fsdd", type=Path, default=Path(os.environ.get("AUDIOCOMP_FSDD", REPO.parent / "shared" / "data" / "fsdd")))
     ap.add_argument("--synth", type=Path, default=None, help="synthetic set folder [default: generate one]")
     ap.add_argument("--out", type=Path, default=REPO / "bench-results")
-    ap.add_argument("--skip-resnet", action="store_true")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=PARTS,
+                    help="what to run; rows of other parts already in quant.json are kept")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict] = []
@@ -115,25 +123,32 @@ def main() -> None:
         work = Path(tmp)
         runs = work / "runs"
         print(HEADER, flush=True)
-        if (args.fsdd / "recordings").is_dir():
-            rows += pipeline("fsdd", args.fsdd, runs, CNN, METHODS)
+        fsdd_found = (args.fsdd / "recordings").is_dir()
+        if not fsdd_found and {"fsdd-cnn", "fsdd-lstm"} & set(args.parts):
+            print(f"FSDD not found at {args.fsdd} (--fsdd or AUDIOCOMP_FSDD): skipped", flush=True)
+        if fsdd_found and "fsdd-cnn" in args.parts:
+            rows += _tag("fsdd-cnn", pipeline("fsdd", args.fsdd, runs, CNN, METHODS))
+        if fsdd_found and "fsdd-lstm" in args.parts:
             lstm = ["model.name=lstm", "model.kwargs.hidden_size=64", "model.kwargs.num_layers=1", "train.epochs=6",
                     "train.lr=0.003", "quantize.latency_runs=100"]
-            rows += pipeline("fsdd", args.fsdd, runs, lstm, [("torch", "dynamic"), ("onnxruntime", "dynamic")])
-        else:
-            print(f"FSDD not found at {args.fsdd} (--fsdd or AUDIOCOMP_FSDD): skipped", flush=True)
-        synth = args.synth
-        if synth is None:
-            from audiocomp.datasets.synth import generate
+            rows += _tag("fsdd-lstm", pipeline("fsdd", args.fsdd, runs, lstm,
+                                               [("torch", "dynamic"), ("onnxruntime", "dynamic")]))
+        if "synth" in args.parts:
+            synth = args.synth
+            if synth is None:
+                from audiocomp.datasets.synth import generate
 
-            synth = generate(work / "synth", per_class=40, seed=0, progress=False)
-        rows += pipeline("synth", synth, runs, CNN, METHODS[:2])
-        if not args.skip_resnet:
-            rows += resnet152(work / "resnet152")
+                synth = generate(work / "synth", per_class=40, seed=0, progress=False)
+            rows += _tag("synth", pipeline("synth", synth, runs, CNN, METHODS[:2]))
+        if "resnet152" in args.parts:
+            rows += _tag("resnet152", resnet152(work / "resnet152"))
     args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / "quant.json"
+    kept = [r for r in json.loads(out.read_text())["rows"] if r.get("part") not in args.parts] if out.exists() else []
     result = {"machine": platform.machine(), "processor": platform.processor(), "torch": torch.__version__,
-              "engine": torch.backends.quantized.engine, "rows": rows}
-    (args.out / "quant.json").write_text(json.dumps(result, indent=2))
+              "engine": torch.backends.quantized.engine, "rows": kept + rows}
+    out.write_text(json.dumps(result, indent=2))
+    print("\n" + HEADER + "\n" + "\n".join(_fmt(r) for r in result["rows"]))
     print(f"\nwrote {args.out / 'quant.json'}")
 
 

@@ -69,7 +69,10 @@ def test_every_method_on_every_family(family, backend, method, tmp_path):
     cover = q.coverage(model, qmodel, step, report)
     assert 0 < cover["parameters_covered"] <= cover["parameters_total"]
     if backend == "torch" and method != "fp16":
-        assert cover["quantized_layers"]
+        assert cover["quantized_layers"] and not any("packed" in n.lower() or "_all_weight" in n
+                                                     for n in cover["quantized_layers"])
+    sqnr = q.sqnr_report(model, qmodel, step, _batches(spec.feature_shape, n=1))
+    assert "output" in sqnr and (backend == "onnxruntime" or len(sqnr) > 1)
 
 
 def test_dynamic_on_a_cnn_says_it_covers_little(tmp_path):

@@ -358,9 +358,13 @@ def layer_sqnr(reference: nn.Module, quantized: nn.Module, batches: list, names:
 
 def quantized_layers(qmodel: nn.Module) -> dict[str, str]:
     """Layer name -> quantized module type, for torch-quantized models."""
-    return {n: type(m).__name__ for n, m in qmodel.named_modules() if torch_ao.is_quantized_module(m)
-            and not isinstance(m, (torch.ao.nn.quantized.Quantize, torch.ao.nn.quantized.DeQuantize))
-            and not type(m).__name__.endswith("PackedParams")}
+    layers: dict[str, str] = {}
+    for name, m in qmodel.named_modules():
+        inside = any(name.startswith(f"{outer}.") for outer in layers)  # packed-weight holders of a layer
+        if torch_ao.is_quantized_module(m) and not inside and \
+                not isinstance(m, (torch.ao.nn.quantized.Quantize, torch.ao.nn.quantized.DeQuantize)):
+            layers[name] = type(m).__name__
+    return layers
 
 
 def coverage(float_model: nn.Module, qmodel: nn.Module, step: dict, report: dict) -> dict:
