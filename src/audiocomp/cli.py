@@ -145,7 +145,7 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
              quiet: QuietOpt = False):
     """Quantize a model run (dynamic INT8, FP16, static INT8, QAT; torch or ONNX Runtime) into a new run.
 
-    Example: `audiocomp quantize --from train-cnn-1a2b3c4d -c quant.yaml --set quantize.method=static`
+    Example: `audiocomp quantize --from train-cnn-1a2b3c4d -c configs/quantize/static.yaml`
     """
     from .stages import quantize as stage
 
