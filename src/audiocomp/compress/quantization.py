@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -224,7 +225,9 @@ def _float_onnx(model: nn.Module, spec: ModelSpec, scratch: Path) -> Path:
     """Export the float model, then ONNX Runtime's pre-processing (shape inference, graph optimisation)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    raw = export_onnx(model, spec.feature_shape, scratch / "float.onnx")
+    with warnings.catch_warnings():  # tracer warnings about the wrapper's shape checks: the shape is fixed
+        warnings.simplefilter("ignore")
+        raw = export_onnx(model, spec.feature_shape, scratch / "float.onnx")
     pre = scratch / "float-pre.onnx"
     quant_pre_process(str(raw), str(pre), skip_symbolic_shape=True)
     return pre
@@ -304,7 +307,9 @@ def load_quantized(spec: ModelSpec, folder: Path | str) -> nn.Module:
     if step["backend"] == "onnxruntime":
         return OnnxModel(path).eval()
     model = build_model(spec).eval()
-    state = safe_torch_load(path)
+    with warnings.catch_warnings():  # TypedStorage deprecation raised inside torch for quantized tensors
+        warnings.simplefilter("ignore")
+        state = safe_torch_load(path)
     if step["method"] == "fp16":
         compute = step.get("compute", "float32")
         return _fp16_runtime(model, state, compute).eval()
