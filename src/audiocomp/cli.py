@@ -245,6 +245,35 @@ def predict(model: Annotated[Path, typer.Argument(help="An exported folder, an e
 
 @app.command()
 @guarded
+def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or pruned model run to quantize (name or path).")],
+             config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+             force: ForceOpt = False,
+             allow_degraded: Annotated[bool, typer.Option("--allow-degraded", help="Keep a model whose accuracy fell near chance.")] = False,
+             quiet: QuietOpt = False):
+    """Quantize a model run (dynamic INT8, FP16, static INT8, QAT; torch or ONNX Runtime) into a new run.
+
+    Example: `audiocomp quantize --from train-cnn-1a2b3c4d -c configs/quantize/static.yaml`
+    """
+    from .stages import quantize as stage
+
+    model_run = _open_run(from_, runs_dir)
+    cfg = _config(config, set_, base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, allow_degraded=allow_degraded or None,
+                    progress=not quiet)
+    m = run.metrics()
+    part = "test" if "test_items" in m else "val"
+    lat = m["latency_batch1_1thread"]
+    acc = lambda key: "-" if m.get(key) is None else f"{m[key]:.3f}"  # noqa: E731  (None for multi-label sets)
+    typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
+               f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
+               f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
+               f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
+    if m.get("note"):
+        typer.echo(f"note: {m['note']}")
+
+
+@app.command()
+@guarded
 def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],
            out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
            config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):

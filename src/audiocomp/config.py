@@ -107,10 +107,22 @@ class PruneConfig(Section):
 
 
 class QuantizeConfig(Section):
-    method: str = "dynamic"
-    backend: Literal["torch", "onnxruntime"] = "torch"
-    calibration_batches: int = Field(8, ge=1)
-    allow_degraded: bool = False
+    method: Literal["dynamic", "fp16", "static", "qat"] = "static"
+    backend: Literal["torch", "onnxruntime"] = "torch"  # onnxruntime: dynamic or static (QDQ)
+    engine: Literal["auto", "x86", "fbgemm", "qnnpack", "onednn"] = "auto"  # auto: qnnpack on ARM, x86 otherwise
+    # activation ranges: torch offers minmax/histogram, onnxruntime minmax/entropy/percentile; auto: histogram
+    # (torch) or minmax (onnxruntime)
+    calibration: Literal["auto", "minmax", "histogram", "entropy", "percentile"] = "auto"
+    percentile: float = Field(99.999, gt=90, le=100)  # onnxruntime percentile calibration
+    calibration_batches: int = Field(8, ge=1)  # batches of the training split (never test)
+    calibration_batch_size: int = Field(32, ge=1)
+    per_channel: bool = True  # per-channel symmetric INT8 weights (onnxruntime; always on for torch static)
+    keep_float: list[Literal["first", "last"]] = Field(default_factory=list)  # layers left in float32
+    fp16_compute: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: float16 on CUDA, else float32
+    qat_epochs: int = Field(2, ge=1)
+    qat_lr: float = Field(1e-4, gt=0)
+    latency_runs: int = Field(50, ge=1)  # batch-1 single-thread timings (median) of float vs quantized
+    allow_degraded: bool = False  # keep a model whose accuracy fell near chance instead of failing
 
 
 class EvalConfig(Section):

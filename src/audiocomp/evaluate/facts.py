@@ -11,7 +11,10 @@ from torch import nn
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
     """Dense and non-zero parameter counts. Models whose weights are not nn.Parameters (torch-quantized
-    ones) are counted over their weight tensors, through the int representation."""
+    ones) are counted over their weight tensors, through the int representation; a model that is not
+    made of torch tensors (an ONNX Runtime session) counts its own."""
+    if hasattr(model, "parameter_counts"):
+        return model.parameter_counts()
     tensors = [p.detach() for p in model.parameters()]
     if not tensors:
         tensors = [t for k, t in model.state_dict().items() if isinstance(t, torch.Tensor)
@@ -70,12 +73,3 @@ def format_facts(spec) -> dict:
                  for s, m in zip(steps, methods))
     fmt = next((s["format"] for s in reversed(steps) if s.get("format")), "fp32")
     return {"format": fmt, "pruned": bool(pruned), "compression": methods}
-
-
-def model_file(folder: Path | str, spec) -> Path:
-    """The file that holds the weights: the compression step's artifact (e.g. model.onnx) or model.pt."""
-    folder = Path(folder)
-    for step in reversed(spec.compression or []):
-        if step.get("artifact") and (folder / step["artifact"]).is_file():
-            return folder / step["artifact"]
-    return folder / "model.pt"

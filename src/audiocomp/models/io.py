@@ -50,9 +50,22 @@ def load_spec(folder: Path | str) -> ModelSpec:
         raise ModelLoadError(f"{path}: not a valid model spec ({exc})") from None
 
 
+def artifact_path(folder: Path | str, spec: ModelSpec | None = None) -> Path:
+    """The file that holds a model folder's weights (model.pt, or e.g. model.onnx after quantization)."""
+    spec = spec or load_spec(folder)
+    return Path(folder) / (spec.compression[-1].get("artifact", "model.pt") if spec.compression else "model.pt")
+
+
 def load_model(folder: Path | str) -> tuple[AudioClassifier, ModelSpec]:
+    """Rebuild a model in a fresh process. Quantized models (any format, ONNX included) come back as a
+    module that takes float32 features and returns logits like the float one."""
     folder = Path(folder)
     spec = load_spec(folder)
+    if spec.compression and spec.compression[-1].get("stage") == "quantize":
+        # the quantizer defines its artifact format, so it also rebuilds it (lazy: compress sits above models)
+        from ..compress.quantization import load_quantized
+
+        return load_quantized(spec, folder), spec
     model = build_model(spec)
     state = safe_torch_load(folder / "model.pt")
     try:

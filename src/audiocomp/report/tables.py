@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 from typing import Iterable, Optional
 
+from ..models.io import artifact_path
 from ..runs import Run
 
 MODEL_STAGES = ("train", "prune", "quantize")
@@ -105,7 +106,8 @@ def model_rows(runs: list[Run]) -> list[dict]:
         head = benches.get(r.name, {}).get("headline", {})
         row.update({k: head.get(k) for k in ("latency_ms", "latency_iqr_ms", "runtime", "peak_rss_mb", "cold_start_s")})
         row["dataset"] = cfg.get("data", {}).get("dataset")
-        model_file = r.path / "model" / "model.pt"
+        model_dir = r.path / "model"
+        model_file = artifact_path(model_dir) if (model_dir / "arch.json").exists() else model_dir / "model.pt"
         if row.get("size_mb") is None and model_file.exists():
             row["size_mb"] = model_file.stat().st_size / 1e6
         rows.append(row)

@@ -1,4 +1,4 @@
-"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> bench -> export -> report (with plots)."""
+"""`audiocomp demo`: synthetic data -> prepare -> train -> quantize -> eval -> bench -> export -> report (with plots)."""
 from __future__ import annotations
 
 from importlib import resources
@@ -7,7 +7,7 @@ from pathlib import Path
 from ..config import load_config
 from ..datasets.synth import generate
 from ..report.tables import terminal
-from . import bench, evaluate, export, prepare, report, train
+from . import bench, evaluate, export, prepare, quantize, report, train
 
 DEMO_CONFIG = "demo.yaml"
 PER_CLASS = 40
@@ -30,6 +30,11 @@ def run(out: Path, overrides: list[str], per_class: int = PER_CLASS, force: bool
     model_run = train.run(cfg, runs_dir, force=True, from_run=prepared.run, progress=progress,
                           name="demo-train")
     evaluate.run(cfg, model_run, runs_dir, force=True, progress=progress, name="demo-eval")
+    for backend in ("torch", "onnxruntime"):  # static INT8 twice: torch x86/qnnpack, portable ONNX Runtime QDQ
+        qcfg = load_config([demo_config_path()], [f"data.root={synth}", *overrides, f"quantize.backend={backend}",
+                                                  "quantize.method=static"])
+        qrun = quantize.run(qcfg, model_run, runs_dir, force=True, progress=progress, name=f"demo-quantize-{backend}")
+        evaluate.run(qcfg, qrun, runs_dir, force=True, progress=progress, name=f"demo-eval-quantize-{backend}")
     small = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={
         "threads": [1], "batch_sizes": [8], "warmup": 2, "iterations": 10, "runtimes": ["onnxruntime"]})})
     bench.run(small, model_run, runs_dir, force=True, progress=progress, name="demo-bench")

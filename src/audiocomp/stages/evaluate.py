@@ -11,10 +11,10 @@ from typing import Optional
 import torch
 
 from ..config import Config
-from ..evaluate.facts import (count_macs, example_input, file_sizes, format_facts, model_file, onnx_parameter_counts,
-                              parameter_counts)
+from ..evaluate.facts import count_macs, example_input, file_sizes, format_facts, onnx_parameter_counts, parameter_counts
 from ..evaluate.metrics import mean_std, per_class_rows
 from ..models import build_model, load_model
+from ..models.io import artifact_path
 from ..report.plots import confusion_plot
 from ..runs import Run, RunError, atomic_path
 from ..train.loop import predict_scores, score_metrics
@@ -27,14 +27,18 @@ def model_facts(model, spec, folder: Path) -> dict:
     """Measured facts of the model as stored. An ONNX artifact is counted over its initializers; its MACs
     are those of the float architecture it was made from (quantization changes their precision, not their
     number), and the `*_source` keys say so."""
-    path = model_file(folder, spec)
+    path = artifact_path(folder, spec)
     facts = onnx_parameter_counts(path) if path.suffix == ".onnx" else parameter_counts(model)
     if path.suffix == ".onnx":
         facts["parameters_source"] = "onnx initializers (weights, plus scales/zero points if quantized)"
     facts.update(file_sizes(path))
     try:
-        facts["macs"] = count_macs(model, example_input(spec.feature_shape))
-    except Exception as exc:  # quantized ops the counter cannot trace: count the float architecture instead
+        # quantized kernels are invisible to the op counter: count the architecture's (same arithmetic, in INT8)
+        quantized = bool(spec.compression) and spec.compression[-1].get("stage") == "quantize"
+        facts["macs"] = count_macs(build_model(spec) if quantized else model, example_input(spec.feature_shape))
+        if quantized:
+            facts["macs_source"] = "float architecture of the same shape"
+    except Exception as exc:  # an op the counter cannot trace: say so, never guess
         facts["macs_error"] = f"{type(exc).__name__}: {exc}"[:200]
         try:
             facts["macs"] = count_macs(build_model(spec), example_input(spec.feature_shape))

@@ -60,11 +60,13 @@ class ArrayBatches:
             yield x, self.targets[torch.from_numpy(pos)]
 
 
+def calibration_rows(rows, batch_size: int, n_batches: int, seed: int) -> np.ndarray:
+    """The store rows a calibration sample uses: the first n_batches * batch_size of a seeded shuffle."""
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.random.default_rng([seed, 0]).permutation(len(rows))  # ArrayBatches' epoch-0 shuffle
+    return rows[order[:batch_size * n_batches]]
+
+
 def calibration_batches(features, targets, rows, batch_size: int, n_batches: int, seed: int) -> list[tuple]:
     """A fixed, seeded sample of (x, y) training batches (Taylor importance, INT8 calibration)."""
-    out = []
-    for batch in ArrayBatches(features, targets, rows, batch_size, shuffle=True, seed=seed):
-        out.append(batch)
-        if len(out) >= n_batches:
-            break
-    return out
+    return list(ArrayBatches(features, targets, calibration_rows(rows, batch_size, n_batches, seed), batch_size))
