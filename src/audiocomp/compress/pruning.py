@@ -190,9 +190,10 @@ def dependency_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGr
 
 def prunable_groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[str, object]]:
     """(root layer name, group) of every coupled channel group structured pruning may shrink."""
-    names = {m: n for n, m in model.named_modules()}
+    order = {m: (i, n) for i, (n, m) in enumerate(model.named_modules())}
     groups = graph.get_all_groups(ignored_layers=[classifier_layer(model)], root_module_types=STRUCTURED_ROOTS)
-    return [(names[g[0].dep.target.module], g) for g in groups]
+    return [(order[g[0].dep.target.module][1], g)
+            for g in sorted(groups, key=lambda g: order[g[0].dep.target.module][0])]  # in model order
 
 
 def count_macs(model: nn.Module, example: torch.Tensor) -> int:
