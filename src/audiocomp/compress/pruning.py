@@ -257,12 +257,15 @@ def hybrid(model: nn.Module, ctx: PruneContext) -> list[dict]:
     return steps + structured(model, ctx, keep_sparse=True, phase=ctx.cfg.criterion)
 
 
-def prune_model(model: nn.Module, ctx: PruneContext) -> list[dict]:
+def method_for(cfg: PruneConfig) -> Callable[[nn.Module, PruneContext], list[dict]]:
     try:
-        method = PRUNERS.get(ctx.cfg.method)
+        return PRUNERS.get(cfg.method)
     except KeyError as exc:
         raise ConfigError(f"prune.method: {exc.args[0]}") from None
-    steps = method(model, ctx)
+
+
+def prune_model(model: nn.Module, ctx: PruneContext) -> list[dict]:
+    steps = method_for(ctx.cfg)(model, ctx)
     make_permanent(model)
     return steps
 

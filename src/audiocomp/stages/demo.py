@@ -1,4 +1,4 @@
-"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> report, printing the final table."""
+"""`audiocomp demo`: synthetic data -> prepare -> train -> eval -> prune -> eval -> report, printing the final table."""
 from __future__ import annotations
 
 from importlib import resources
@@ -7,10 +7,12 @@ from pathlib import Path
 from ..config import load_config
 from ..datasets.synth import generate
 from ..report.tables import terminal
-from . import evaluate, prepare, report, train
+from . import evaluate, prepare, prune, report, train
 
 DEMO_CONFIG = "demo.yaml"
 PER_CLASS = 40
+# Taylor channel pruning of the demo CNN (half the channels), then a short fine-tune
+PRUNE = ["prune.method=taylor", "prune.channel_ratio=0.5", "prune.finetune_epochs=3"]
 
 
 def demo_config_path() -> Path:
@@ -30,6 +32,9 @@ def run(out: Path, overrides: list[str], force: bool = False, progress: bool = T
     model_run = train.run(cfg, runs_dir, force=True, from_run=prepared.run, progress=progress,
                           name="demo-train")
     evaluate.run(cfg, model_run, runs_dir, force=True, progress=progress, name="demo-eval")
+    prune_cfg = load_config([demo_config_path()], [f"data.root={synth}", *PRUNE, *overrides])
+    pruned = prune.run(prune_cfg, model_run, runs_dir, force=True, progress=progress, name="demo-prune")
+    evaluate.run(cfg, pruned, runs_dir, force=True, progress=progress, name="demo-prune-eval")
     result = report.run(cfg, [runs_dir], out / "report")
     print()
     print(terminal(result["rows"]))

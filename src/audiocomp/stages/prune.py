@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from ..compress.pruning import PruneContext, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
+from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
 from ..config import Config, ConfigError, stable_hash
 from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
 from ..evaluate.latency import cpu_latency
@@ -90,6 +90,7 @@ def _changes(before: dict, after: dict) -> dict:
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, progress: bool = True) -> Run:
+    method_for(cfg.prune)  # an unknown method fails before any work
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     layer_ratios = {}
     if cfg.prune.sensitivity:
