@@ -205,3 +205,11 @@ def test_sensitivity_rows_and_ratios_from_them():
             {"layer": "a", "ratio": "0.9", "drop": "0.3"}, {"layer": "b", "ratio": "0.1", "drop": "0.2"},
             {"layer": "b", "ratio": "0.5", "drop": "0.0"}]
     assert ratios_from_sensitivity(rows, 0.01) == {"a": 0.5, "b": 0.0}
+
+
+def test_reshape_rebuilds_batchnorm_without_affine_parameters():
+    from audiocomp.models.reshape import reshape_to
+
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8, affine=False))
+    reshape_to(model, {"0.weight": [3, 1, 3, 3], "1.running_mean": [3], "1.running_var": [3]})
+    assert model[0].out_channels == 3 and model[1].num_features == 3

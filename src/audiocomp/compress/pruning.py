@@ -81,8 +81,8 @@ def sparsity_schedule(final: float, steps: int) -> list[float]:
     return [final * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
 
 
-def _finetune_sparse(model: nn.Module, ctx: PruneContext, tag: str, epochs_wanted: bool = True) -> list[dict]:
-    if not (epochs_wanted and ctx.cfg.finetune_epochs):
+def _finetune_sparse(model: nn.Module, ctx: PruneContext, tag: str) -> list[dict]:
+    if not ctx.cfg.finetune_epochs:
         return []
     keep_zeros(model)
     try:
@@ -92,13 +92,13 @@ def _finetune_sparse(model: nn.Module, ctx: PruneContext, tag: str, epochs_wante
 
 
 @PRUNERS.register("magnitude")
-def magnitude(model: nn.Module, ctx: PruneContext, finetune: bool = True) -> list[dict]:
+def magnitude(model: nn.Module, ctx: PruneContext) -> list[dict]:
     """Unstructured L1 pruning to `prune.sparsity`, in `prune.steps` gradual steps with fine-tuning between."""
     steps = []
     for k, target in enumerate(sparsity_schedule(ctx.cfg.sparsity, ctx.cfg.steps), 1):
         apply_magnitude_masks(model, target, ctx.cfg.scope)
         make_permanent(model)
-        history = _finetune_sparse(model, ctx, f"magnitude-{k}", finetune)
+        history = _finetune_sparse(model, ctx, f"magnitude-{k}")
         steps.append({"phase": "magnitude", "step": k, "sparsity": round(target, 6), "history": history})
         ctx.log(steps[-1])
     return steps
@@ -250,11 +250,14 @@ def taylor(model: nn.Module, ctx: PruneContext) -> list[dict]:
 
 @PRUNERS.register("hybrid")
 def hybrid(model: nn.Module, ctx: PruneContext) -> list[dict]:
-    """Magnitude pruning to `prune.sparsity` (no fine-tuning), then structured pruning of the weight-pruned
-    model with fine-tuning that keeps the zeros at zero."""
+    """One-shot magnitude pruning to `prune.sparsity`, then structured pruning of the weight-pruned model in
+    `prune.steps` steps, each fine-tuned with the zeros held at zero."""
     refuse_recurrent(model, "hybrid")
-    steps = magnitude(model, ctx, finetune=False)
-    return steps + structured(model, ctx, keep_sparse=True, phase=ctx.cfg.criterion)
+    apply_magnitude_masks(model, ctx.cfg.sparsity, ctx.cfg.scope)
+    make_permanent(model)
+    first = {"phase": "magnitude", "step": 1, "sparsity": ctx.cfg.sparsity, "history": []}
+    ctx.log(first)
+    return [first, *structured(model, ctx, keep_sparse=True, phase=ctx.cfg.criterion)]
 
 
 def method_for(cfg: PruneConfig) -> Callable[[nn.Module, PruneContext], list[dict]]:
