@@ -25,7 +25,7 @@ FAMILIES = {  # name -> (feature shape, kwargs, input size)
     "resnet18": ([1, 32, 24], {}, [32, 32]),
     "mobilenet_v3_small": ([1, 32, 24], {}, [32, 32]),
 }
-CASES = [(f, m) for f in FAMILIES for m in ("magnitude", "taylor", "hybrid") if f != "lstm" or m == "magnitude"]
+CASES = [(f, m) for f in FAMILIES for m in ("magnitude", "taylor", "hybrid")]
 
 
 def tiny(family: str, seed: int = 0):
@@ -88,12 +88,44 @@ def test_each_method_on_each_family_shrinks_and_reloads_in_a_fresh_process(tmp_p
     assert f"identical {len(expected)}" in result.stdout
 
 
-def test_structured_pruning_of_lstm_is_refused_naming_magnitude():
-    model, spec = tiny("lstm")
+class GRUNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru, self.fc = nn.GRU(6, 8, batch_first=True), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.gru(x)[0][:, -1])
+
+
+def test_structured_pruning_of_other_recurrent_layouts_is_refused_naming_magnitude():
+    x, y = torch.randn(4, 5, 6), torch.tensor([0, 1, 2, 0])
+    with pytest.raises(ConfigError, match="prune.method=magnitude"):
+        prune_model(GRUNet(), context(x[:1], [(x, y)], method="taylor"))
+    prune_model(GRUNet(), context(x[:1], [(x, y)], method="magnitude"))  # magnitude works
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "l1"])
+def test_lstm_hidden_surgery_removes_a_dead_unit_without_changing_outputs(criterion):
+    """A hidden unit with zero gate weights and biases keeps c = 0 and h = 0: removing it (gate rows, the
+    recurrent column, the next layer's and the head's input column) must leave the outputs unchanged."""
+    shape, kwargs, _ = FAMILIES["lstm"]
+    spec = ModelSpec("lstm", 4, shape, kwargs={"hidden_size": 8, "num_layers": 2, "bidirectional": True})
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    lstm = model.backbone.lstm
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            if name.startswith(("weight_ih", "weight_hh", "bias")):
+                p.view(4, 8, -1)[:, 3] = 0  # unit 3's rows in every gate
+            if name.startswith("weight_hh"):
+                p[:, 3] = 0
     x, y = data(spec)
-    for method in ("taylor", "hybrid"):
-        with pytest.raises(ConfigError, match="prune.method=magnitude"):
-            prune_model(model, context(x[:1], [(x, y)], method=method))
+    with torch.no_grad():
+        before = model(x)
+    prune_model(model, context(x[:1], [(x, y)], method="taylor", criterion=criterion, channel_ratio=0.125))
+    assert model.backbone.lstm.hidden_size == 7 and model.backbone.head[-1].in_features == 14
+    with torch.no_grad():
+        assert torch.allclose(model(x), before, atol=1e-6)
 
 
 def test_unknown_method_names_the_known_ones():
