@@ -25,7 +25,7 @@ from audiocomp.stages import prepare, prune, train  # noqa: E402
 
 BASE = ["features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256", "features.hop_length=128",
         "features.n_mels=64", "split.test_fraction=0.2", "split.val_fraction=0.1",
-        "model.name=cnn", "model.kwargs.channels=[32,64,128,128]", "train.batch_size=32", "train.lr=0.003",
+        "model.name=cnn", "model.kwargs.channels=[16,32,64,64]", "train.batch_size=32", "train.lr=0.003",
         "train.scheduler=cosine", "bench.iterations=200", "bench.warmup=20"]
 METHODS = {
     "taylor": ["prune.method=taylor", "prune.channel_ratio=0.5", "prune.steps=2"],
@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--dataset", choices=["fsdd", "synth"], default="fsdd")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("AUDIOCOMP_FSDD", REPO.parent / "shared/data/fsdd")))
     ap.add_argument("--work", type=Path, default=REPO / "bench-results" / "prune-work")
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--finetune-epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="training threads [default: torch's]")
     args = ap.parse_args()
     if args.threads:

@@ -1,6 +1,7 @@
 """Pruning methods, registered by name (`prune.method`): `magnitude` (unstructured, torch.nn.utils.prune),
 `taylor` (structured channels with Torch-Pruning's dependency graph; criterion taylor, l1 or l2) and
-`hybrid` (magnitude first, then structured on the weight-pruned model).
+`hybrid` (magnitude first, then structured on the weight-pruned model). LSTM models get hidden-size
+surgery instead of Torch-Pruning (which does not prune nn.LSTM reliably, LESSONS.md #4).
 
 Unstructured sparsity leaves dense tensors: it shrinks a sparse encoding, not the dense file or the latency.
 Structured pruning removes channels physically, so parameters, MACs, file size and latency all drop.
