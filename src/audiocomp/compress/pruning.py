@@ -330,7 +330,7 @@ def structured(model: nn.Module, ctx: PruneContext, *, keep_sparse: bool = False
     if unknown:
         raise ConfigError(f"prune.sensitivity: layers {unknown[:3]} are not in this model (sensitivity of another model?)")
     by_macs = cfg.macs_reduction is not None
-    fine = 20 if by_macs else 1  # sub-steps per step when aiming at a MAC count
+    fine = 20 if by_macs else 1  # small pruner steps per step when aiming at a MAC count
     pruner = tp.pruner.MetaPruner(
         model, ctx.example, importance=importance, global_pruning=cfg.channel_scope == "global",
         pruning_ratio=cfg.max_layer_ratio if by_macs else cfg.channel_ratio,
@@ -341,11 +341,12 @@ def structured(model: nn.Module, ctx: PruneContext, *, keep_sparse: bool = False
     steps = []
     for k in range(1, cfg.steps + 1):
         target = base_macs / cfg.macs_reduction ** (k / cfg.steps) if by_macs else None
-        for _ in range(fine):
+        while True:  # one pruner step, or as many small ones as the MAC target of this step needs
             if isinstance(importance, TaylorImportance):
-                importance.accumulate(model, ctx.calibration, ctx.loss)
+                importance.accumulate(model, ctx.calibration, ctx.loss)  # re-measured on the current model
             pruner.step()
-            if target is not None and count_macs(model, ctx.example) <= target:
+            if (target is None or pruner.current_step >= pruner.iterative_steps
+                    or count_macs(model, ctx.example) <= target):
                 break
         macs = count_macs(model, ctx.example)
         history = _finetune(model, ctx, f"{phase}-{k}", keep_sparse)
