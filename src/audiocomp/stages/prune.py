@@ -18,7 +18,7 @@ from ..models.io import safe_torch_load
 from ..models.reshape import record_shapes
 from ..runs import Run, atomic_path
 from ..train.data import calibration_batches
-from ..train.loop import fit, loss_fn, seed_everything
+from ..train.loop import fit, loss_fn, resolve_device, seed_everything
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 from .train import evaluate_parts, split_batches
@@ -32,7 +32,8 @@ def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, floa
     calib = calibration_batches(prepared.store.features, prepared.store.targets(), split["train"],
                                 cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
     ft_cfg = cfg.train.model_copy(update={"epochs": max(cfg.prune.finetune_epochs, 1), "early_stopping": None,
-                                          "lr": cfg.prune.finetune_lr or cfg.train.lr, "device": "cpu"})
+                                          "lr": cfg.prune.finetune_lr or cfg.train.lr})
+    device = resolve_device(cfg.train.device)
 
     def finetune(model, tag: str) -> list[dict]:
         ckpt = run.path / "checkpoints" / tag
@@ -40,8 +41,9 @@ def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, floa
         train = split_batches(prepared, "train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
         val = split_batches(prepared, "val", ft_cfg.batch_size) if split["val"] else None
         result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
-                     log=lambda r: run.append_jsonl("metrics.jsonl", {"step": tag, **r}), device=CPU, progress=progress)
-        model.load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
+                     log=lambda r: run.append_jsonl("metrics.jsonl", {"step": tag, **r}), device=device, progress=progress)
+        model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
+        (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
         return [{"step": tag, **r} for r in result.history]
 
     return PruneContext(cfg=cfg.prune, example=example_input(spec.feature_shape), calibration=calib,
