@@ -136,8 +136,9 @@ def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = No
         model, spec = load_model(model_run / "model")
         ctx = _context(cfg, prepared, spec, run, {}, progress)
 
-        def score(m) -> float:
-            return evaluate_parts(m, prepared, spec, CPU, cfg.eval.batch_size, parts=(part,))[part]["accuracy"]
+        def score(m) -> float:  # accuracy (mAP for multi-label sets)
+            result = evaluate_parts(m, prepared, spec, CPU, cfg.eval.batch_size, parts=(part,))[part]
+            return result.get("accuracy", result.get("map"))
 
         rows = measure_sensitivity(model, ctx, cfg.prune.sensitivity_ratios, score, progress)
         for r in rows:
