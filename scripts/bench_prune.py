@@ -1,6 +1,6 @@
 """Pruning benchmark: train the CNN on FSDD (or the synthetic set) quickly, then prune it with Taylor (50% of
 the channels), hybrid (70% weights + 50% channels) and magnitude (90% weights), each with a short fine-tune.
-Defaults fit a small shared machine (1,500 FSDD clips, 5 epochs); --max-items 0 --epochs 10 for the full set.
+Defaults fit a small shared machine (1,500 FSDD clips, 15 epochs); --max-items 0 for the full set.
 Every figure comes from the prune runs' metrics.json (measured by the program). Writes
 bench-results/prune-<dataset>.json and prints a markdown table.
 
@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--dataset", choices=["fsdd", "synth"], default="fsdd")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("AUDIOCOMP_FSDD", REPO.parent / "shared/data/fsdd")))
     ap.add_argument("--work", type=Path, default=REPO / "bench-results" / "prune-work")
-    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--max-items", type=int, default=1500, help="stratified subset of the dataset (0: all)")
     ap.add_argument("--threads", type=int, default=None, help="training threads [default: torch's]")
