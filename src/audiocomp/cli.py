@@ -272,6 +272,57 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
         typer.echo(f"note: {m['note']}")
 
 
+prune_app = typer.Typer()  # help: the callback docstring below
+app.add_typer(prune_app, name="prune")
+FromModelOpt = Annotated[Optional[str], typer.Option("--from", help="The model run to prune (name or path).")]
+
+
+@prune_app.callback(invoke_without_command=True)
+@guarded
+def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = None, set_: SetOpt = None,
+          runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
+    """Prune a trained model run into a new run: before -> after parameters, MACs, sizes, accuracy, latency.
+
+    Example: `audiocomp prune --from train-cnn-1a2b3c4d -c configs/prune/taylor.yaml`
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not from_:
+        raise typer.BadParameter("--from RUN is required (the model run to prune)", param_hint="--from")
+    from .stages import prune as stage
+
+    model_run = _open_run(from_, runs_dir)
+    cfg = _config(config, set_, base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet)
+    m = run.metrics()
+    b, a, c = m["before"], m["after"], m["change"]
+    score = "test_accuracy" if "test_accuracy" in a else "val_accuracy"
+    typer.echo(f"{m['method']}: parameters {b['parameters']:,} -> {a['parameters']:,}, non-zero {b['nonzero']:,} -> "
+               f"{a['nonzero']:,}, MACs {b['macs']:,} -> {a['macs']:,} ({c['macs_reduction']:.2f}x), "
+               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB, "
+               f"latency {b['latency']['median_ms']:.2f} -> {a['latency']['median_ms']:.2f} ms, "
+               f"{score} {b.get(score, float('nan')):.3f} -> {a.get(score, float('nan')):.3f} -> {run.path}")
+
+
+@prune_app.command("sensitivity")
+@guarded
+def prune_sensitivity(from_: Annotated[str, typer.Option("--from", help="The model run to analyse (name or path).")],
+                      config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None,
+                      name: NameOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
+    """Prune each layer group alone at prune.sensitivity_ratios (no fine-tuning); CSV + heat map of the accuracy drop.
+
+    Use the CSV with `prune.sensitivity: PATH` and `prune.max_drop: X` to set per-layer channel ratios.
+    Example: `audiocomp prune sensitivity --from train-cnn-1a2b3c4d --set prune.criterion=l1`
+    """
+    from .stages import prune as stage
+
+    model_run = _open_run(from_, runs_dir)
+    cfg = _config(config, set_, base=model_run.config_dict())
+    run = stage.sensitivity(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet)
+    m = run.metrics()
+    typer.echo(f"sensitivity of {m['layers']} layer groups at {len(m['ratios'])} ratios -> {m['csv']}")
+
+
 @app.command()
 @guarded
 def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],

@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -101,9 +101,25 @@ class TrainConfig(Section):
 
 
 class PruneConfig(Section):
-    method: str = "magnitude"
-    sparsity: float = Field(0.5, ge=0, lt=1)
-    finetune_epochs: int = Field(0, ge=0)
+    method: str = "magnitude"  # magnitude | taylor | hybrid (compress/pruning.py)
+    # unstructured (magnitude, and hybrid's first phase)
+    sparsity: float = Field(0.5, ge=0, lt=1)  # fraction of conv/linear/LSTM weights set to zero
+    scope: Literal["global", "layer"] = "global"  # one |w| threshold for all layers, or the same sparsity per layer
+    # structured (taylor, and hybrid's second phase)
+    criterion: Literal["taylor", "l1", "l2"] = "taylor"  # channel importance
+    channel_ratio: float = Field(0.5, ge=0, lt=1)  # fraction of each group's channels removed
+    macs_reduction: Optional[float] = Field(None, gt=1)  # instead: prune until MACs drop by this factor (2.0 = half)
+    channel_scope: Literal["global", "layer"] = "layer"  # rank channels across all layers or within each
+    max_layer_ratio: float = Field(0.9, gt=0, lt=1)  # never remove more of one layer's channels
+    round_to: Optional[int] = Field(None, ge=1)  # keep channel counts multiples of this
+    calibration_batches: int = Field(8, ge=1)  # fixed seeded training batches for Taylor importance
+    sensitivity: Optional[str] = None  # sensitivity.csv from `prune sensitivity`: per-layer channel ratios
+    max_drop: float = Field(0.01, ge=0, le=1)  # with sensitivity: largest accepted accuracy drop per layer
+    sensitivity_ratios: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    # schedule
+    steps: int = Field(1, ge=1)  # iterative pruning: steps with fine-tuning after each
+    finetune_epochs: int = Field(0, ge=0)  # per step
+    finetune_lr: Optional[float] = Field(None, gt=0)  # None: train.lr
 
 
 class QuantizeConfig(Section):

@@ -24,8 +24,9 @@ def _resized(module: nn.Module, prefix: str, shapes: dict[str, list[int]]) -> nn
                    module.dilation, groups, module.bias is not None, module.padding_mode)
     if isinstance(module, nn.Linear) and w is not None and tuple(w) != tuple(module.weight.shape):
         return nn.Linear(w[1], w[0], bias=module.bias is not None)
-    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and w is not None and w[0] != module.num_features:
-        return type(module)(w[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+    n = w or shapes.get(f"{prefix}running_mean")  # BN without affine parameters still has running stats
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and n is not None and n[0] != module.num_features:
+        return type(module)(n[0], module.eps, module.momentum, module.affine, module.track_running_stats)
     if isinstance(module, nn.LSTM):
         w_ih = shapes.get(f"{prefix}weight_ih_l0")
         if w_ih is not None:

@@ -102,4 +102,23 @@ def method_bars(rows: list[dict], path: Path, metrics=(("accuracy", "accuracy"),
         ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=7)
         ax.set(title=label)
         ax.grid(axis="y", alpha=0.3)
+
+
+def sensitivity_plot(rows: list[dict], path: Path, title: str = "pruning sensitivity") -> Path:
+    """Heat map: one row per prunable layer group, one column per ratio, colour = accuracy drop."""
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    ratios = sorted({float(r["ratio"]) for r in rows})
+    drop = np.full((len(layers), len(ratios)), np.nan)
+    for r in rows:
+        drop[layers.index(r["layer"]), ratios.index(float(r["ratio"]))] = float(r["drop"])
+    fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(ratios), 1.2 + 0.3 * len(layers)))
+    image = ax.imshow(drop, cmap="Reds", vmin=min(0.0, np.nanmin(drop)), aspect="auto")
+    ax.set_xticks(range(len(ratios)), [f"{r:.0%}" for r in ratios], fontsize=8)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    if len(layers) * len(ratios) <= 200:
+        for i in range(len(layers)):
+            for j in range(len(ratios)):
+                ax.text(j, i, f"{drop[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(image, ax=ax, label="accuracy drop")
+    ax.set(xlabel="channels removed", ylabel="layer (coupled group)", title=title)
     return _save(fig, path)

@@ -1,0 +1,160 @@
+"""`audiocomp prune`: prune a trained model run into a new run (parent linked), with before -> after facts;
+`audiocomp prune sensitivity`: how much each layer's channels can be pruned alone (CSV + heat map)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
+from ..config import Config, ConfigError, stable_hash
+from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
+from ..evaluate.latency import cpu_latency
+from ..evaluate.sparse import write_sparse
+from ..models import load_model, save_model
+from ..models.io import safe_torch_load
+from ..models.reshape import record_shapes
+from ..runs import Run, atomic_path
+from ..train.data import calibration_batches
+from ..train.loop import fit, loss_fn, resolve_device, seed_everything
+from . import prepare as prepare_stage
+from .common import model_run_parent, stage_run
+from .train import evaluate_parts, split_batches
+
+CPU = torch.device("cpu")
+
+
+def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, float], progress: bool) -> PruneContext:
+    """Calibration batches, the real loss and a fine-tuning function bound to this run's data."""
+    split = prepared.split()
+    calib = calibration_batches(prepared.store.features, prepared.store.targets(), split["train"],
+                                cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
+    ft_cfg = cfg.train.model_copy(update={"epochs": max(cfg.prune.finetune_epochs, 1), "early_stopping": None,
+                                          "lr": cfg.prune.finetune_lr or cfg.train.lr})
+    device = resolve_device(cfg.train.device)
+
+    def finetune(model, tag: str) -> list[dict]:
+        ckpt = run.path / "checkpoints" / tag
+        ckpt.mkdir(parents=True, exist_ok=True)
+        train = split_batches(prepared, "train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
+        val = split_batches(prepared, "val", ft_cfg.batch_size) if split["val"] else None
+        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
+                     log=lambda r: run.append_jsonl("metrics.jsonl", {"step": tag, **r}), device=device, progress=progress)
+        model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
+        (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
+        return [{"step": tag, **r} for r in result.history]
+
+    return PruneContext(cfg=cfg.prune, example=example_input(spec.feature_shape), calibration=calib,
+                        loss=loss_fn(spec.multilabel), finetune=finetune, layer_ratios=layer_ratios)
+
+
+def read_sensitivity(path: str) -> list[dict]:
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        raise ConfigError(f"prune.sensitivity: {path}: not found (run `audiocomp prune sensitivity` first)") from None
+    if not rows or not {"layer", "ratio", "drop"} <= set(rows[0]):
+        raise ConfigError(f"prune.sensitivity: {path}: not a sensitivity CSV (needs columns layer, ratio, drop)")
+    return rows
+
+
+def model_facts(model, spec, model_file: Path, sparse_file: Path, cfg: Config) -> dict:
+    """Everything measured about one model: counts, MACs, dense/zipped/sparse sizes, batch-1 latency."""
+    example = example_input(spec.feature_shape)
+    facts = parameter_counts(model)
+    facts["macs"] = count_macs(model, example)
+    facts.update(file_sizes(model_file))
+    facts["sparse_bytes"] = write_sparse(model.state_dict(), sparse_file)
+    facts["latency"] = cpu_latency(model, example, cfg.bench.iterations, cfg.bench.warmup, threads=1)
+    return facts
+
+
+def _scores(model, prepared, spec, cfg: Config) -> dict:
+    parts = evaluate_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=("val", "test"))
+    return {f"{p}_{k}": parts[p][k] for p in parts for k in ("accuracy", "macro_f1", "map", "loss") if k in parts[p]}
+
+
+def _changes(before: dict, after: dict) -> dict:
+    """before / after for the sizes and costs (how many times smaller), after - before for the scores."""
+    out = {}
+    for key in ("parameters", "nonzero", "macs", "file_bytes", "zipped_bytes", "sparse_bytes"):
+        out[f"{key}_reduction"] = round(before[key] / max(after[key], 1), 4)
+    out["latency_speedup"] = round(before["latency"]["median_ms"] / max(after["latency"]["median_ms"], 1e-9), 4)
+    for key in before:
+        if key.endswith(("accuracy", "macro_f1", "map")):
+            out[f"{key}_change"] = after[key] - before[key]
+    out["sparse_vs_dense_original"] = round(before["file_bytes"] / max(after["sparse_bytes"], 1), 4)
+    return out
+
+
+def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
+        force: bool = False, progress: bool = True) -> Run:
+    method_for(cfg.prune)  # an unknown method fails before any work
+    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
+    layer_ratios = {}
+    if cfg.prune.sensitivity:
+        layer_ratios = ratios_from_sensitivity(read_sensitivity(cfg.prune.sensitivity), cfg.prune.max_drop)
+    name = name or f"prune-{model_run.name}-{cfg.prune.method}-{stable_hash(cfg.to_dict()['prune'], 6)}"
+    with stage_run("prune", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        model, spec = load_model(model_run / "model")
+        before = _scores(model, prepared, spec, cfg)
+        before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
+        ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
+        steps = prune_model(model, ctx)
+        model.eval()
+        spec.compression = [*spec.compression, {"method": cfg.prune.method, "format": "fp32",
+                                                **cfg.prune.model_dump(mode="json")}]
+        spec.shapes = record_shapes(model)
+        save_model(model, spec, run.path / "model")
+        after = _scores(model, prepared, spec, cfg)
+        after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
+        structured = cfg.prune.method != "magnitude"
+        metrics = {
+            "model": spec.name, "method": cfg.prune.method, "format": "fp32", "parent": model_run.name,
+            "recipe": spec.compression[-1], "before": before, "after": after, "change": _changes(before, after),
+            "speed_claim": "measured" if structured else
+            "none: unstructured zeros stay in dense tensors; only the sparse encoding is smaller",
+            "layer_ratios": layer_ratios, "steps": steps,
+            "history": [r for s in steps for r in s.get("history", [])],
+            **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
+        }
+        run.write_metrics(metrics)
+    return run
+
+
+def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
+                force: bool = False, progress: bool = True) -> Run:
+    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
+    part = "val" if prepared.split()["val"] else "test"
+    name = name or f"sensitivity-{model_run.name}-{stable_hash(cfg.to_dict()['prune'], 6)}"
+    with stage_run("prune-sensitivity", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+        seed_everything(cfg.seed, cfg.train.deterministic)
+        model, spec = load_model(model_run / "model")
+        ctx = _context(cfg, prepared, spec, run, {}, progress)
+
+        def score(m) -> float:  # accuracy (mAP for multi-label sets)
+            result = evaluate_parts(m, prepared, spec, CPU, cfg.eval.batch_size, parts=(part,))[part]
+            return result.get("accuracy", result.get("map"))
+
+        rows = measure_sensitivity(model, ctx, cfg.prune.sensitivity_ratios, score, progress)
+        for r in rows:
+            r["split"] = part
+        write_csv(rows, run.path / "sensitivity.csv")
+        from ..report.plots import sensitivity_plot
+
+        sensitivity_plot(rows, run.path / "sensitivity.png", title=f"{model_run.name}: {part} accuracy, one group pruned")
+        run.write_metrics({"model": spec.name, "criterion": cfg.prune.criterion, "split": part,
+                           "ratios": cfg.prune.sensitivity_ratios, "layers": len({r["layer"] for r in rows}),
+                           "csv": str(run.path / "sensitivity.csv"), "rows": rows})
+    return run
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
