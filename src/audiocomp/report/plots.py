@@ -102,6 +102,7 @@ def method_bars(rows: list[dict], path: Path, metrics=(("accuracy", "accuracy"),
         ax.set_xticks(range(len(rows)), names, rotation=60, ha="right", fontsize=7)
         ax.set(title=label)
         ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
 
 
 def sensitivity_plot(rows: list[dict], path: Path, title: str = "pruning sensitivity") -> Path:
