@@ -66,7 +66,7 @@ def test_report_tables_plots_and_published_numbers(bench_and_eval, tmp_path):
     row = next(r for r in result["rows"] if r["run"] == "tiny-train")
     assert row["latency_ms"] > 0 and row["macs"] > 0 and row["size_mb"] > 0 and row["runtime"]
     md = (tmp_path / "report.md").read_text()
-    assert "| Model | Compression | Train accuracy | Validation accuracy |" in md
+    assert "| Model | Compression | Format | Train accuracy | Validation accuracy |" in md
     assert "Published numbers (theirs, not measured here)" in md and "| gtzan-resnet152 | resnet152 | fp16 | 78.0% | 116 |" in md
     for plot in ("accuracy_vs_size.png", "accuracy_vs_latency.png", "methods.png", "tiny-train-curves.png",
                  "rep-eval-confusion.png"):

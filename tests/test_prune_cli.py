@@ -133,7 +133,7 @@ def test_taylor_on_resnet152_end_to_end_file_shrinks_with_parameters(tmp_path, t
     runs = tmp_path / "runs"
     overrides = tiny_overrides + ["model.name=resnet152", "model.kwargs={}", "model.input_size=[32,32]",
                                   "data.max_items=30", "train.epochs=1", "train.batch_size=32",
-                                  "bench.iterations=2", "bench.warmup=0"]
+                                  "bench.iterations=3", "bench.warmup=0"]
     assert cli("train", *sets(overrides), "--runs-dir", str(runs), "--name", "r152", "-q").exit_code == 0
     result = cli("prune", "--from", "r152", "--runs-dir", str(runs), "--name", "r152p", "-q",
                  "--set", "prune.method=taylor", "--set", "prune.calibration_batches=1")

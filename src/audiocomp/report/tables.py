@@ -38,6 +38,7 @@ COLUMNS = [
 STUDY_COLUMNS = [
     ("run", "Model", "{}"),
     ("method", "Compression", "{}"),
+    ("format", "Format", "{}"),
     ("train_accuracy", "Train accuracy", "{:.1%}"),
     ("val_accuracy", "Validation accuracy", "{:.1%}"),
     ("test_accuracy", "Test accuracy", "{:.1%}"),
