@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 from torch import nn
+
+from .bench import time_calls
 
 
 @torch.no_grad()
@@ -15,15 +16,8 @@ def cpu_latency(model: nn.Module, example: torch.Tensor, iterations: int = 50, w
     torch.set_num_threads(threads)
     model.eval()
     try:
-        for _ in range(warmup):
-            model(example)
-        times = []
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            model(example)
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = sorted(t * 1e3 for t in time_calls(lambda: model(example), warmup, iterations))
     finally:
         torch.set_num_threads(previous)
-    times.sort()
     return {"median_ms": statistics.median(times), "p90_ms": times[int(0.9 * (len(times) - 1))],
             "iterations": iterations, "threads": threads, "batch": int(example.shape[0])}

@@ -7,9 +7,7 @@ loudly when accuracy collapses towards chance (LESSONS.md #5) unless degraded re
 from __future__ import annotations
 
 import contextlib
-import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -20,6 +18,7 @@ from torch import nn
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
+from ..evaluate.latency import cpu_latency
 from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
@@ -39,24 +38,9 @@ def near_chance(float_acc: float, quant_acc: float, num_classes: int) -> bool:
     return float_acc - chance > 0.05 and quant_acc < chance + 0.25 * (float_acc - chance)
 
 
-@torch.no_grad()
 def batch1_latency_ms(model: nn.Module, feature_shape, runs: int, warmup: int = 5) -> float:
     """Median wall time of one forward pass on a batch of 1, with one CPU thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        x = torch.randn(1, *feature_shape)
-        model.eval()
-        for _ in range(warmup):
-            model(x)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-        return round(statistics.median(times) * 1000, 4)
-    finally:
-        torch.set_num_threads(threads)
+    return round(cpu_latency(model, torch.randn(1, *feature_shape), runs, warmup, threads=1)["median_ms"], 4)
 
 
 def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs: int) -> dict:
