@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-import os
+import warnings
 import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -526,7 +526,9 @@ def data_fetch(name: Annotated[str, typer.Argument(help="esc50, gtzan, urbansoun
 
 
 def main() -> None:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:torch")
+    # torch's own UserWarnings (ONNX constant folding, deprecations inside torch) are not the user's to act
+    # on; audiocomp's warnings (skipped files, ...) still show
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     try:
         app(prog_name="audiocomp")
     except BrokenPipeError:  # e.g. `audiocomp models | head`

@@ -57,10 +57,11 @@ class AudioClassifier(nn.Module):
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
+        # stored spectrograms are (B, 1, F, T): decide on the declared transform alone, never on traced shapes
         if x.dim() == 4:
-            if self.input_size and tuple(x.shape[-2:]) != self.input_size:
+            if self.input_size:  # bilinear to the same size is the identity, so no size check is needed
                 x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-            if self.in_channels > x.shape[1]:
+            if self.in_channels > 1:
                 x = x.expand(-1, self.in_channels, -1, -1)  # (B, C, H, W), replicated mono
         return x
 

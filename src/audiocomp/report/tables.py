@@ -140,7 +140,11 @@ def to_csv(rows: list[dict], columns=COLUMNS) -> str:
     return buf.getvalue()
 
 
-def terminal(rows: list[dict], keys: Optional[list[str]] = None) -> str:
+CONSOLE_KEYS = ["run", "method", "format", "train_accuracy", "test_accuracy", "test_macro_f1", "size_mb", "zipped_mb",
+                "parameters", "nonzero", "macs", "latency_ms"]
+
+
+def terminal(rows: list[dict], keys: Optional[list[str]] = CONSOLE_KEYS) -> str:
     """A compact fixed-width table for the console."""
     cols = [c for c in COLUMNS if (keys is None or c[0] in keys) and any(r.get(c[0]) is not None for r in rows)]
     cells = [[h for _, h, _ in cols]] + [[fmt_value(r.get(k), f) for k, _, f in cols] for r in rows]

@@ -17,6 +17,7 @@ from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_inf
 from ..evaluate.facts import format_facts
 from ..models import load_model
 from ..runs import Run
+from ..train.loop import nondeterminism_allowed
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 
@@ -107,7 +108,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = sorted({t if t > 0 else cores for t in threads})
     name = name or f"bench-{model_run.name}" + (f"-{b.device_profile}" if b.device_profile else "")
-    with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+    with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run, nondeterminism_allowed():
         folder = model_run.path / "model"
         model, spec = load_model(folder)
         item, item_source = real_item(model_run, spec.feature_shape)

@@ -17,7 +17,7 @@ from ..models import build_model, load_model
 from ..models.io import artifact_path
 from ..report.plots import confusion_plot
 from ..runs import Run, RunError, atomic_path
-from ..train.loop import predict_scores, score_metrics
+from ..train.loop import nondeterminism_allowed, predict_scores, score_metrics
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 from .train import split_batches
@@ -114,7 +114,7 @@ def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path]
     model_runs = [model_runs] if isinstance(model_runs, Run) else list(model_runs)
     part = split or cfg.eval.split
     name = name or f"eval-{model_runs[0].name}-{part}" + (f"-and-{len(model_runs) - 1}" if len(model_runs) > 1 else "")
-    with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run:
+    with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run, nondeterminism_allowed():
         units = [(r, fold, folder) for r in model_runs for fold, folder in model_units(r)]
         results = []
         for r, fold, folder in units:

@@ -6,7 +6,6 @@ loudly when accuracy collapses towards chance (LESSONS.md #5) unless degraded re
 """
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
 from ..train.data import calibration_batches, calibration_rows
+from ..train.loop import nondeterminism_allowed
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 from .train import evaluate_parts, split_batches
@@ -60,18 +60,6 @@ def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs
         out["quantized_ms"] = batch1_latency_ms(quantized, shape, runs)
     out["speedup_vs_float_eager"] = round(out["float_eager_ms"] / out["quantized_ms"], 3)
     return out
-
-
-@contextlib.contextmanager
-def nondeterminism_allowed():
-    """Quantized CPU kernels flag themselves non-deterministic (they resize their outputs), which floods
-    stderr when an earlier stage in the process turned deterministic mode on; restore it afterwards."""
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(False)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,

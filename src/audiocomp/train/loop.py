@@ -7,6 +7,7 @@ RNG states of every rank for dropout), so an interrupted run continued with --re
 numbers as one that never stopped (CPU, deterministic mode)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -54,6 +55,18 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def nondeterminism_allowed():
+    """Quantized CPU kernels flag themselves non-deterministic (they resize their outputs), which floods
+    stderr when an earlier stage in the process turned deterministic mode on; restore it afterwards."""
+    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
