@@ -52,12 +52,3 @@ class LogMelFrontend(nn.Module):
         if self.dct is not None:
             db = torch.matmul(self.dct, db)
         return db.unsqueeze(1)
-
-
-class WithFrontend(nn.Module):
-    def __init__(self, frontend: nn.Module, model: nn.Module):
-        super().__init__()
-        self.frontend, self.model = frontend, model
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.model(self.frontend(y))
