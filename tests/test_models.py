@@ -90,3 +90,21 @@ def test_unknown_model_name_is_a_one_line_config_error(tiny_overrides, tmp_path)
                                       *[a for o in tiny_overrides for a in ("--set", o)], "--set", "model.name=resnet151"])
     assert result.exit_code == 2
     assert "model.name: unknown model 'resnet151'; did you mean 'resnet152'?" in result.output
+
+
+def test_grid_pool_matches_adaptive_pooling_and_the_pooled_cnn_exports_to_onnx(tmp_path):
+    import itertools
+
+    import numpy as np
+
+    from audiocomp.compress.onnx import export_onnx, run_session, session
+    from audiocomp.models.cnn import grid_pool
+
+    for h, w, gh, gw in itertools.product(range(1, 8), range(1, 8), (1, 2, 3), (1, 2, 3)):
+        x = torch.randn(2, 3, h, w)
+        assert torch.allclose(grid_pool((h, w), (gh, gw))(x), torch.nn.AdaptiveAvgPool2d((gh, gw))(x), atol=1e-6)
+    # 64 x 63 features -> a 4 x 3 map after four pools: a 2 x 2 grid does not divide it
+    model = build_model(ModelSpec("cnn", 10, [1, 64, 63], kwargs={"pooled": [2, 2]})).eval()
+    path = export_onnx(model, [1, 64, 63], tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 1, 64, 63)).astype(np.float32)
+    assert np.abs(run_session(session(path), x) - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-4

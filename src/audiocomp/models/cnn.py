@@ -1,9 +1,27 @@
 """Compact spectrogram CNN of the ESC-50 / UrbanSound8K study and a raw-waveform 1-D CNN."""
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 from .base import register
+
+
+def grid_pool(size: tuple[int, int], grid: tuple[int, int]) -> nn.Module:
+    """Average an (H, W) map to `grid` cells. Where adaptive pooling's cells all have one size and one step
+    (always for grids of 1 or 2 cells per axis), the same numbers come from a plain AvgPool2d, which ONNX
+    exports for any map size; ONNX refuses adaptive pooling unless the grid divides the map."""
+    kernels, strides = [], []
+    for n, g in zip(size, grid):
+        starts = [math.floor(i * n / g) for i in range(g)]
+        ends = [math.ceil((i + 1) * n / g) for i in range(g)]
+        steps = {b - a for a, b in zip(starts, starts[1:])} or {n}
+        if len({e - s for s, e in zip(starts, ends)}) != 1 or len(steps) != 1 or n < g:
+            return nn.AdaptiveAvgPool2d(grid)
+        kernels.append(ends[0] - starts[0])
+        strides.append(steps.pop())
+    return nn.AvgPool2d(tuple(kernels), tuple(strides))
 
 
 def _block2d(cin: int, cout: int, k: int, pool: int, dropout: float) -> nn.Sequential:
@@ -17,11 +35,13 @@ def cnn(num_classes: int, input_shape, channels=(32, 64, 128, 128), kernel_size:
     """`pooled`: the (freq, time) grid the last feature map is averaged to before the dense head; (1, 1) is
     global pooling, a larger grid keeps coarse time order (it helps for speech such as spoken digits)."""
     layers, cin = [], input_shape[0]
+    size = tuple(input_shape[1:])  # (F, T) of the map, followed through the blocks
     for c in channels:
         layers.append(_block2d(cin, c, kernel_size, pool, dropout))
         cin = c
+        size = tuple(n // pool for n in size)
     grid = tuple(pooled)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(grid), nn.Flatten(), nn.Linear(cin * grid[0] * grid[1], hidden),
+    return nn.Sequential(*layers, grid_pool(size, grid), nn.Flatten(), nn.Linear(cin * grid[0] * grid[1], hidden),
                          nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
 
