@@ -138,19 +138,19 @@ def table(res: dict) -> str:
     base = res["fp32_test_accuracy"]
     p = res["prune"]["taylor"]["before"]
     lines = [f"{res['dataset']}: FP32 test accuracy {base:.1%}",
-             "| model | test acc (drop) | params (non-zero) | MACs | file KB | sparse KB | batch-1 1-thread ms |",
+             "| model | test acc (change) | params (non-zero) | MACs | file KB | sparse KB | batch-1 1-thread ms |",
              "|---|---|---|---|---|---|---|",
              f"| fp32 | {base:.1%} | {p['parameters']:,} | {p['macs'] / 1e6:.1f}M | {p['file_bytes'] / 1e3:.0f} | "
              f"{p['sparse_bytes'] / 1e3:.0f} | {p['latency']['median_ms']:.3f} |"]
     for method, r in res["prune"].items():
         a = r["after"]
-        lines.append(f"| {method} | {a['test_accuracy']:.1%} ({100 * (base - a['test_accuracy']):+.1f} pt) | "
+        lines.append(f"| {method} | {a['test_accuracy']:.1%} ({100 * (a['test_accuracy'] - base):+.1f} pt) | "
                      f"{a['parameters']:,} ({a['nonzero']:,}) | {a['macs'] / 1e6:.1f}M | {a['file_bytes'] / 1e3:.0f} | "
                      f"{a['sparse_bytes'] / 1e3:.0f} | {a['latency']['median_ms']:.3f} |")
     for name, r in res["quantize"].items():
         lat = r["latency_batch1_1thread"]
         lines.append(f"| {name} ({r['method']}, {r['engine']}) | {r['test_accuracy']:.1%} "
-                     f"({100 * (base - r['test_accuracy']):+.1f} pt) | - | - | {r['file_bytes'] / 1e3:.0f} | - | "
+                     f"({100 * (r['test_accuracy'] - base):+.1f} pt) | - | - | {r['file_bytes'] / 1e3:.0f} | - | "
                      f"{lat['quantized_ms']:.3f} (float eager {lat['float_eager_ms']:.3f}) |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |" for t in res["targets"]]
