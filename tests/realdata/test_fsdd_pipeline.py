@@ -1,6 +1,6 @@
 """Real data: FSDD through CNN -> Taylor prune -> static INT8 -> eval -> report, checked against the targets
 of the pruning and quantization issues (Taylor 50%: >= 2x fewer MACs, <= 1 point drop; Taylor + INT8:
->= 8x smaller than FP32, <= 2 points drop). About 3-6 minutes on 2 cores."""
+>= 8x smaller than FP32, <= 2 points drop). 345 s measured on 2 cores shared with one other job."""
 import csv
 from pathlib import Path
 
@@ -19,8 +19,14 @@ def test_fsdd_cnn_taylor_int8_pipeline_meets_the_targets(tmp_path, fsdd_root):
             pipeline.check_available(stage)
         except ConfigError as exc:
             pytest.skip(str(exc))
-    sets = [f"data.root={fsdd_root}", "train.epochs=8", "train.lr=0.003", "taylor:prune.method=taylor",
-            "taylor:prune.sparsity=0.5", "taylor:prune.finetune_epochs=3"]
+    # A strong baseline first (the conventional takes-0-4 test fold, no validation part, a pooled 2x2 grid
+    # before the head, cosine schedule): with an 85% model the 1-point Taylor target measures noise.
+    # The study's CNN size (32-64-128-128): on the demo's 16-32-64-64 the fixed per-tensor cost of an INT8 file
+    # keeps Taylor + INT8 at 6.5x smaller, short of the 8x target.
+    sets = [f"data.root={fsdd_root}", "split.val_fraction=0", "model.kwargs.channels=[32,64,128,128]",
+            "model.kwargs.pooled=[2,2]", "model.kwargs.dropout=0.1",
+            "train.epochs=12", "train.lr=0.003", "train.scheduler=cosine", "taylor:prune.method=taylor",
+            "taylor:prune.channel_ratio=0.5", "taylor:prune.finetune_epochs=4"]
     summary = pipeline.run(CONFIGS / "demo-compress.yaml", sets, tmp_path / "runs", tmp_path / "out",
                            [CONFIGS / "data" / "fsdd.yaml"], progress=False, quiet=True)
     run_of = {s["id"]: s["run"] for s in summary["stages"]}
