@@ -122,7 +122,8 @@ def test_an_onnx_int8_artifact_is_evaluated_exported_and_benched_as_itself(train
     model, spec = load_model(q / "model")
     export_onnx(model, spec.feature_shape, tmp_path / "float.onnx")
     quantize_dynamic(str(tmp_path / "float.onnx"), str(q / "model" / "model.onnx"), weight_type=QuantType.QInt8)
-    spec.compression = [{"method": "dynamic", "format": "int8", "artifact": "model.onnx", "backend": "onnxruntime"}]
+    spec.compression = [{"stage": "quantize", "method": "dynamic", "format": "int8", "artifact": "model.onnx",
+                         "backend": "onnxruntime"}]
     atomic_write_json(q / "model" / "arch.json", spec.to_dict())
     qrun = Run(q)
 
@@ -146,3 +147,15 @@ def test_predict_on_real_recordings(exports, fsdd_root, capsys):
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [d["file"] for d in lines] == [str(f) for f in files]
         assert all(len(d["windows"]) == 1 and abs(sum(t["score"] for t in d["top"])) <= 1 + 1e-6 for d in lines)
+
+
+def test_a_torch_quantized_model_is_refused_with_the_portable_route_named(tmp_path):
+    from audiocomp.models import ModelSpec, build_model
+    from audiocomp.models.io import ModelLoadError
+    from audiocomp.stages.export import model_onnx
+
+    spec = ModelSpec("cnn", 3, [1, 16, 20], kwargs={"channels": [4]},
+                     compression=[{"stage": "quantize", "backend": "torch", "format": "int8-static"}])
+    with pytest.raises(ModelLoadError, match="quantize.backend=onnxruntime"):
+        model_onnx(build_model(spec), spec, tmp_path, tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()

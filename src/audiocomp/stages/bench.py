@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..compress.onnx import export_onnx, run_session, session
+from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
 from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_info
 from ..evaluate.facts import format_facts
@@ -75,7 +75,12 @@ def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.n
                     return traced(torch.from_numpy(x))
             return call
         return work / "model.ts.pt", make
-    path = artifact or export_onnx(model, spec.feature_shape, work / "model.onnx")
+    path = work / "model.onnx"
+    model_onnx(model, spec, folder, path)  # the artifact itself, or the exported float graph
+    with torch.no_grad():
+        reference = model(torch.from_numpy(item[None])).numpy()
+    if np.abs(run_session(session(path), item[None]) - reference).max() > 1e-3 * max(1.0, np.abs(reference).max()):
+        raise RuntimeError("the ONNX graph disagrees with the model")
 
     def make(threads: int) -> Callable:
         sess = session(path, threads=threads)
