@@ -179,7 +179,7 @@ def _torch_qat(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total, seen = total + float(loss) * len(y), seen + len(y)
+            total, seen = total + float(loss.detach()) * len(y), seen + len(y)
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1)})
     ctx.report["qat_history"] = history
     model.eval()
