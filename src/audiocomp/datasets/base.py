@@ -82,7 +82,9 @@ def read_csv(path: Path, required: tuple[str, ...] = ()) -> list[tuple[int, dict
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, skipinitialspace=True)
             rows = [(reader.line_num, row) for row in reader]  # line_num: the row's (last) line in the file
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a UTF-8 CSV file ({exc})") from None
+    except (OSError, csv.Error) as exc:
         raise DatasetError(f"{path}: cannot read metadata ({exc})") from None
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:

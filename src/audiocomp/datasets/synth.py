@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..config import DataConfig
-from .base import ADAPTERS, DatasetError, DatasetIndex, Item, require_root, safe_relpath
+from .base import ADAPTERS, DatasetError, DatasetIndex, Item, as_int, existing, read_csv, require_root, safe_relpath
 
 SAMPLE_RATES = (8000, 16000, 22050, 44100, 48000)
 FORMATS = (("wav", "PCM_16"), ("wav", "FLOAT"), ("flac", "PCM_16"))
@@ -156,23 +156,12 @@ def synth_dataset(cfg: DataConfig) -> DatasetIndex:
     meta = root / METADATA
     if not meta.is_file():
         raise DatasetError(f"{meta}: not found (generate the set with `audiocomp data synth --out {root}`)")
-    try:
-        with open(meta, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise DatasetError(f"{meta}: not a UTF-8 CSV file ({exc})") from None
-    missing = [c for c in ("filename", "label", "target", "fold") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}")
+    rows = read_csv(meta, required=("filename", "label", "target", "fold"))
     names: dict[int, str] = {}
     seen: dict[str, int] = {}
     items, problems = [], []
-    for line, r in enumerate(rows, 2):
-        try:
-            target, fold = int(r["target"]), int(r["fold"])
-        except (TypeError, ValueError):
-            raise DatasetError(f"{meta}, row {line}: target/fold {r['target']!r}/{r['fold']!r} are not integers") from None
+    for line, r in rows:
+        target, fold = as_int(r["target"], meta, line, "target"), as_int(r["fold"], meta, line, "fold")
         if names.setdefault(target, r["label"]) != r["label"]:
             raise DatasetError(f"{meta}, row {line}: label {r['label']!r} for target {target}, "
                                f"which is {names[target]!r} elsewhere")
@@ -180,10 +169,8 @@ def synth_dataset(cfg: DataConfig) -> DatasetIndex:
         if rel in seen:
             raise DatasetError(f"{meta}, row {line}: {rel} is listed twice (also row {seen[rel]})")
         seen[rel] = line
-        if not (root / rel).is_file():
-            problems.append(f"{root / rel}: listed in {meta.name} but missing, skipped")
-            continue
-        items.append(Item(path=rel, target=target, fold=fold))
+        if existing(root, rel, meta.name, problems):
+            items.append(Item(path=rel, target=target, fold=fold))
     if sorted(names) != list(range(len(names))):
         raise DatasetError(f"{meta}: targets must be 0..{len(names) - 1}, found {sorted(names)}")
     classes = [names[t] for t in range(len(names))]
