@@ -56,3 +56,27 @@ def esc50(root: Path) -> Path:
                 tone(root / "audio" / name, freq=300 + 50 * target)
     write_csv(root / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10", "src_file", "take"], rows)
     return root
+
+
+def synth_in_layout(root: Path, layout: str, per_class: int = 5, seconds: float = 1.0, sr: int = 16000) -> Path:
+    """Learnable synthetic clips (audiocomp's generator) written in a real dataset's official layout:
+    `esc50` (audio/ + meta/esc50.csv, 5 folds) or `gtzan` (genres_original/<genre>/<genre>.000NN.wav)."""
+    from audiocomp.datasets.gtzan import GENRES
+    from audiocomp.datasets.synth import CLASSES, render
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for ci, cls in enumerate(CLASSES[:5]):
+        for i in range(per_class):
+            y, _ = render(cls, sr, seconds, rng)
+            if layout == "esc50":
+                name = f"{i % 5 + 1}-{1000 * ci + i}-A-0.wav"
+                rows.append([name, i % 5 + 1, ci, cls, True, str(1000 * ci + i), "A"])
+                path = root / "audio" / name
+            else:
+                path = root / "genres_original" / GENRES[ci] / f"{GENRES[ci]}.{i:05d}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), y, sr, subtype="PCM_16")
+    if layout == "esc50":
+        write_csv(root / "meta" / "esc50.csv", ["filename", "fold", "target", "category", "esc10", "src_file", "take"], rows)
+    return root

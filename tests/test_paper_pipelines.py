@@ -1,7 +1,8 @@
 """Smoke test: each paper pipeline runs end to end when made tiny with --set overrides, so its configs never rot.
 
-The data is the synthetic set (`data.dataset=synth`). Stages whose module is not in this build yet are left
-out, with their descendants, and named in the skip reason of `test_every_paper_stage_is_available`.
+The data is synthetic audio written in each dataset's official layout (ESC-50, GTZAN), read by that dataset's
+own adapter. Stages whose module is not in this build yet are left out, with their descendants, and named in
+the skip reason of `test_every_paper_stage_is_available`.
 """
 import csv
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from audio_fixtures import synth_in_layout
 from audiocomp.config import ConfigError
+from audiocomp.runs import Run
 from audiocomp.stages import pipeline
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
@@ -42,9 +45,11 @@ def available_copy(src: Path, dest: Path) -> tuple[Path, set[str]]:
     return dest, dropped
 
 
-def tiny(overrides: list[str]) -> list[str]:
-    """The shared tiny settings, minus the model choice (each paper stage picks its own model)."""
-    return [s for s in overrides if not s.startswith("model.")] + ["train.epochs=1"]
+def tiny(overrides: list[str], root: Path) -> list[str]:
+    """The shared tiny settings on the dataset at `root`, minus the model choice (each paper stage picks its
+    own model) and the dataset choice (each paper's own adapter reads its layout)."""
+    keep = [s for s in overrides if not s.startswith(("model.", "data."))]
+    return keep + [f"data.root={root}", "train.epochs=1"]
 
 
 def report_rows(summary: dict) -> list[dict]:
@@ -62,12 +67,14 @@ def test_every_paper_stage_is_available():
 @pytest.mark.slow
 def test_esc_urbansound_cnn_lstm_pipeline_runs_tiny(tmp_path, tiny_overrides):
     path, dropped = available_copy(PAPER / "esc-urbansound-cnn-lstm" / "pipeline.yaml", tmp_path / "p.yaml")
-    sets = tiny(tiny_overrides) + ["cnn:model.kwargs.channels=[8,16]", "cnn-raw:model.kwargs.channels=[8,16]",
+    root = synth_in_layout(tmp_path / "ESC-50", "esc50")
+    sets = tiny(tiny_overrides, root) + ["cnn:model.kwargs.channels=[8,16]", "cnn-raw:model.kwargs.channels=[8,16]",
                                    "lstm:model.kwargs.hidden_size=16", "lstm-raw:model.kwargs.hidden_size=16"]
     summary = pipeline.run(path, sets, tmp_path / "runs", tmp_path / "out", progress=False, quiet=True)
     assert summary["status"] == "done"
     steps = {s["id"]: s for s in summary["stages"]}
     assert steps["mel"]["run"] != steps["raw"]["run"]  # mel and raw audio are two feature stores
+    assert Run(tmp_path / "runs" / steps["mel"]["run"]).config().data.dataset == "esc50"
     models = {r["model"] for r in report_rows(summary)}
     assert {"cnn", "lstm", "cnn1d", "lstm_raw"} <= models
     assert all(steps[i]["status"] in ("ran", "rendered") for i in steps)
@@ -76,11 +83,13 @@ def test_esc_urbansound_cnn_lstm_pipeline_runs_tiny(tmp_path, tiny_overrides):
 @pytest.mark.slow
 def test_gtzan_resnet_pipeline_runs_tiny(tmp_path, tiny_overrides):
     path, dropped = available_copy(PAPER / "gtzan-resnet152" / "pipeline.yaml", tmp_path / "p.yaml")
+    root = synth_in_layout(tmp_path / "gtzan", "gtzan")
     # resnet18 stands in for resnet152 here: same builder and input handling, 1/5 of the bytes to write
-    sets = [s for s in tiny(tiny_overrides) if not s.startswith("split.")] + [
+    sets = [s for s in tiny(tiny_overrides, root) if not s.startswith("split.")] + [
         "model.name=resnet18", "model.input_size=[32,32]", "train.batch_size=32"]
     summary = pipeline.run(path, sets, tmp_path / "runs", tmp_path / "out", progress=False, quiet=True)
     rows = {r["run"]: r for r in report_rows(summary)}
     steps = {s["id"]: s for s in summary["stages"]}
     assert {steps["baseline"]["run"], steps["modified"]["run"]} <= set(rows)
     assert steps["baseline"]["run"] != steps["modified"]["run"]
+    assert Run(tmp_path / "runs" / steps["data"]["run"]).config().data.dataset == "gtzan"
