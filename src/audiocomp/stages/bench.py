@@ -2,7 +2,6 @@
 run it (torch eager, TorchScript, onnxruntime) and every thread count; writes metrics.json."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Callable, Optional
@@ -15,6 +14,7 @@ from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
 from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_info
 from ..evaluate.facts import format_facts
+from ..evaluate.latency import torch_threads
 from ..models import load_model
 from ..runs import Run
 from ..train.loop import nondeterminism_allowed
@@ -36,16 +36,6 @@ def real_item(model_run: Run, feature_shape) -> tuple[np.ndarray, str]:
         return np.asarray(prepared.store.features[rows[0]], dtype=np.float32), "first test item of the store"
     except Exception:
         return np.random.default_rng(0).standard_normal(feature_shape).astype(np.float32), "random (store missing)"
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.ndarray):

@@ -9,9 +9,8 @@ from ..config import Config
 from ..runs import Run, RunError, runs_root
 
 
-def default_name(stage: str, cfg: Config, extra: str = "") -> str:
-    key = cfg.section_hash() if not extra else cfg.section_hash() + extra
-    return f"{stage}-{cfg.model.name}-{key[:8]}"
+def default_name(stage: str, cfg: Config) -> str:
+    return f"{stage}-{cfg.model.name}-{cfg.section_hash()[:8]}"
 
 
 @contextlib.contextmanager
