@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from audiocomp.config import IntervalConfig
 from audiocomp.datasets.base import Item
 from audiocomp.evaluate.predictions import Predictions, compare, interval, item_keys, same_items, sampling_groups
 from audiocomp.evaluate.stats import paired_difference
@@ -65,8 +66,8 @@ def test_pairs_by_item_across_stores_and_refuses_other_items():
                              rng.random((4, 3)), y[::-1])
     order = same_items(a, b)
     assert b.keys[order].tolist() == a.keys.tolist()
-    d = compare(a, b, n_boot=500)
-    assert d == paired_difference(a.correct, b.correct[order], None, 500)
+    d = compare(a, b, IntervalConfig(n_boot=500, seed=3))
+    assert d == paired_difference(a.correct, b.correct[order], None, 500, 3)
     other = Predictions.of_split(store(items), {"train": [], "val": [], "test": [0, 1, 2, 3]}, "test",
                                  rng.random((4, 3)), np.array([it.target for it in items[:4]]))
     assert compare(a, other) is None

@@ -273,14 +273,15 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
     cfg = _config(config, set_, base=model_run.config_dict())
     run = stage.run(cfg, model_run, runs_dir, name=name, force=force, allow_degraded=allow_degraded or None,
                     progress=not quiet)
+    from .evaluate.stats import format_interval, format_paired
+
     m = run.metrics()
     part = "test" if "test_items" in m else "val"
     lat = m["latency_batch1_1thread"]
-    acc = lambda key: "-" if m.get(key) is None else f"{m[key]:.3f}"  # noqa: E731  (None for multi-label sets)
-    from .evaluate.stats import format_interval, format_paired
 
-    if f"{part}_accuracy_ci" in m:
-        acc = lambda key: format_interval(m.get(f"{key}_ci"))  # noqa: E731
+    def acc(key: str) -> str:  # with its interval; None for multi-label sets
+        return format_interval(m[f"{key}_ci"]) if f"{key}_ci" in m else "-" if m.get(key) is None else f"{m[key]:.3f}"
+
     typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
                f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
                f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "

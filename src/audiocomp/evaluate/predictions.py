@@ -18,8 +18,9 @@ from typing import Optional
 
 import numpy as np
 
+from ..config import IntervalConfig
 from ..runs import RunError, atomic_path
-from .stats import N_BOOT, SEED, accuracy_interval, paired_difference
+from .stats import accuracy_interval, paired_difference
 
 
 def file_name(part: str, prefix: str = "") -> str:
@@ -99,10 +100,10 @@ class Predictions:
             raise RunError(f"{path}: not a predictions file ({type(exc).__name__}: {exc})") from None
 
 
-def interval(pred: Predictions, n_boot: int = N_BOOT, seed: int = SEED, level: float = 0.95) -> Optional[dict]:
+def interval(pred: Predictions, icfg: IntervalConfig = IntervalConfig()) -> Optional[dict]:
     """accuracy_interval of a part's predictions (groups when it has them); None for multi-label sets."""
     correct = pred.correct
-    return None if correct is None else accuracy_interval(correct, pred.groups, n_boot, seed, level)
+    return None if correct is None else accuracy_interval(correct, pred.groups, icfg.n_boot, icfg.seed, icfg.level)
 
 
 def same_items(a: Predictions, b: Predictions) -> Optional[np.ndarray]:
@@ -119,8 +120,7 @@ def same_items(a: Predictions, b: Predictions) -> Optional[np.ndarray]:
     return order
 
 
-def compare(reference: Predictions, other: Predictions, n_boot: int = N_BOOT, seed: int = SEED,
-            level: float = 0.95) -> Optional[dict]:
+def compare(reference: Predictions, other: Predictions, icfg: IntervalConfig = IntervalConfig()) -> Optional[dict]:
     """paired_difference(reference, other) on the same items (diff = other - reference), resampling the
     reference's groups; None when the items differ or the set is multi-label."""
     order = same_items(reference, other)
@@ -129,4 +129,16 @@ def compare(reference: Predictions, other: Predictions, n_boot: int = N_BOOT, se
     if not np.array_equal(reference.targets, other.targets[order]):
         raise RunError(f"predictions of the same items disagree on their targets (store {reference.store} vs "
                        f"{other.store})")
-    return paired_difference(reference.correct, other.correct[order], reference.groups, n_boot, seed, level)
+    return paired_difference(reference.correct, other.correct[order], reference.groups, icfg.n_boot, icfg.seed,
+                             icfg.level)
+
+
+def intervals(preds: dict[str, Predictions], icfg: IntervalConfig = IntervalConfig()) -> dict:
+    """{<part>_accuracy_ci: interval} of each part's predictions (single-label sets)."""
+    return {f"{p}_accuracy_ci": ci for p, pred in preds.items() if (ci := interval(pred, icfg)) is not None}
+
+
+def compare_parts(before: dict[str, Predictions], after: dict[str, Predictions],
+                  icfg: IntervalConfig = IntervalConfig()) -> dict:
+    """{part: paired difference after - before} for every part both scored on the same items."""
+    return {p: d for p in after if p in before and (d := compare(before[p], after[p], icfg)) is not None}

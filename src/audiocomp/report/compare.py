@@ -35,7 +35,7 @@ def add_intervals(rows: list[dict], icfg: IntervalConfig, cache: Optional[_Cache
     for row in rows:
         for part in ("val", "test"):
             pred = cache.get_part(row, part)
-            ci = interval(pred, icfg.n_boot, icfg.seed, icfg.level) if pred is not None else None
+            ci = interval(pred, icfg) if pred is not None else None
             if ci is None:
                 continue
             if row.get(f"{part}_accuracy") is None:
@@ -58,7 +58,7 @@ def add_differences(rows: list[dict], icfg: IntervalConfig, baseline: Optional[s
         if ref is None or ref is row:
             continue
         a, b = cache.get_part(ref, "test"), cache.get_part(row, "test")
-        d = compare(a, b, icfg.n_boot, icfg.seed, icfg.level) if a is not None and b is not None else None
+        d = compare(a, b, icfg) if a is not None and b is not None else None
         if d is None:
             continue
         row.update(vs=ref["run"], diff=d["diff"], diff_low=d["low"], diff_high=d["high"], mcnemar_p=d["mcnemar_p"],

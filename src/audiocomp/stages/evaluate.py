@@ -104,8 +104,7 @@ def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: st
                     "model_run": model_run.name, "fold": fold or None})
     pred = Predictions.of_split(prepared.store, prepared.split(index), part, scores, targets)
     pred.save(out / predictions_file(part))
-    icfg = cfg.eval.interval
-    if (ci := interval(pred, icfg.n_boot, icfg.seed, icfg.level)) is not None:
+    if (ci := interval(pred, cfg.eval.interval)) is not None:
         metrics["accuracy_ci"] = ci
     metrics["model_facts"] = model_facts(model, spec, folder)
     if "confusion" in metrics:
@@ -128,14 +127,13 @@ def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path]
     with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run, nondeterminism_allowed():
         units = [(r, fold, folder) for r in model_runs for fold, folder in model_units(r)]
         results, first = [], None
-        icfg = cfg.eval.interval
         for r, fold, folder in units:
             out = run.path if len(units) == 1 else run.path / "units" / (r.name + (f"-{fold}" if fold else ""))
             m, pred = evaluate_unit(cfg, r, fold, folder, part, out, progress)
             m["predictions"] = {part: str((out / predictions_file(part)).relative_to(run.path))}
             if first is None:
                 first = pred
-            elif (d := compare(first, pred, icfg.n_boot, icfg.seed, icfg.level)) is not None:
+            elif (d := compare(first, pred, cfg.eval.interval)) is not None:
                 m["vs_first"] = {"reference": results[0]["model_run"], "fold": results[0]["fold"], **d}
             results.append(m)
         metrics = dict(results[0])

@@ -12,7 +12,7 @@ from ..compress.pruning import PruneContext, method_for, prune_model, ratios_fro
 from ..config import Config, ConfigError, stable_hash
 from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
 from ..evaluate.latency import cpu_latency
-from ..evaluate.predictions import Predictions, compare, interval
+from ..evaluate.predictions import Predictions, compare_parts, intervals
 from ..evaluate.sparse import write_sparse
 from ..models import load_model, save_model
 from ..models.io import safe_torch_load
@@ -80,17 +80,6 @@ def _scores(model, prepared, spec, cfg: Config) -> tuple[dict, dict[str, Predict
     return scores, {p: pred for p, (_, pred) in parts.items()}
 
 
-def _intervals(preds: dict[str, Predictions], icfg) -> dict:
-    return {f"{p}_accuracy_ci": ci for p, pred in preds.items()
-            if (ci := interval(pred, icfg.n_boot, icfg.seed, icfg.level)) is not None}
-
-
-def paired_to_parent(before: dict[str, Predictions], after: dict[str, Predictions], icfg) -> dict:
-    """{part: paired difference after - before on the same items} for validation and test."""
-    return {p: d for p in after if p in before
-            and (d := compare(before[p], after[p], icfg.n_boot, icfg.seed, icfg.level)) is not None}
-
-
 def _changes(before: dict, after: dict) -> dict:
     """before / after for the sizes and costs (how many times smaller), after - before for the scores."""
     out = {}
@@ -116,7 +105,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         seed_everything(cfg.seed, cfg.train.deterministic)
         model, spec = load_model(model_run / "model")
         before, before_preds = _scores(model, prepared, spec, cfg)
-        before |= _intervals(before_preds, cfg.eval.interval)
+        before |= intervals(before_preds, cfg.eval.interval)
         before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
         ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
         steps = prune_model(model, ctx)
@@ -140,7 +129,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
             "predictions": saved["predictions"],
             # after - before on the same items: paired bootstrap interval and McNemar's exact test
-            "vs_parent": paired_to_parent(before_preds, after_preds, cfg.eval.interval),
+            "vs_parent": compare_parts(before_preds, after_preds, cfg.eval.interval),
         }
         run.write_metrics(metrics)
     return run

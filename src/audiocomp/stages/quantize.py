@@ -17,9 +17,9 @@ from torch import nn
 
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
-from ..evaluate.predictions import compare
 from ..config import Config
 from ..evaluate.latency import cpu_latency
+from ..evaluate.predictions import compare_parts
 from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
@@ -92,16 +92,13 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
         parts = ("test",) if split["test"] else ("val",)
-        scored_float = score_parts(float_model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, parts=parts)
-        scored = score_parts(qmodel, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, parts=parts)
-        before, after = ({p: m for p, (m, _) in s.items()} for s in (scored_float, scored))
+        device = torch.device("cpu")
+        scored_float, scored = (score_parts(m, prepared, spec, device, cfg.eval.batch_size, parts=parts)
+                                for m in (float_model, qmodel))
+        before, after = ({p: m for p, (m, _) in result.items()} for result in (scored_float, scored))
         part = parts[0]
-        # per-item predictions of both models on the same rows, their intervals and the paired difference
-        icfg = cfg.eval.interval
-        preds = {p: pred for p, (_, pred) in scored.items()}
-        float_preds = {p: pred for p, (_, pred) in scored_float.items()}
-        paired = {p: d for p in preds if (d := compare(float_preds[p], preds[p], icfg.n_boot, icfg.seed,
-                                                       icfg.level)) is not None}
+        # per-item predictions of both models on the same rows: intervals and the paired difference
+        float_preds, preds = ({p: pred for p, (_, pred) in result.items()} for result in (scored_float, scored))
         float_bytes = artifact_path(model_run / "model").stat().st_size
         quant_bytes = artifact_path(folder, spec).stat().st_size
         metrics = {
@@ -117,9 +114,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "latency_batch1_1thread": latencies(float_model, artifact_path(folder, spec), spec, qc.backend,
                                                 qc.latency_runs),
             **{k: v for k, v in report.items() if k != "onnx_quantized_elements"},
-            **record_predictions(run.path, preds, icfg),
-            **record_predictions(run.path, float_preds, icfg, prefix="float_"),
-            "vs_parent": paired,
+            **record_predictions(run.path, preds, cfg.eval.interval),
+            **record_predictions(run.path, float_preds, cfg.eval.interval, prefix="float_"),
+            "vs_parent": compare_parts(float_preds, preds, cfg.eval.interval),
         }
         fa, qa = metrics[f"float_{part}_accuracy"], metrics[f"{part}_accuracy"]
         if fa is not None and qa is not None:

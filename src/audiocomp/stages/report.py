@@ -7,6 +7,7 @@ labelled as the studies' own. Rows are named by the stage ids of a pipeline (its
 names its report stage passes) and by run names otherwise."""
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -105,8 +106,6 @@ def notes(rows: list[dict], cfg: Config, baseline: Optional[str]) -> list[str]:
 
 def html_page(title: str, summary: str, rows: list[dict], notes_: list[str], published: list[dict],
               plots: list[tuple[str, str]]) -> str:
-    import html
-
     figs = "".join(f'<figure><img src="{html.escape(f)}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}'
                    f"</figcaption></figure>" for c, f in plots)
     pub = (f"<h2>Published numbers (theirs, not measured here)</h2>{html_table(published, PUBLISHED_COLUMNS)}"

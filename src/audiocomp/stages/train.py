@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError, IntervalConfig
-from ..evaluate.predictions import Predictions, file_name as predictions_file, interval
+from ..evaluate.predictions import Predictions, file_name as predictions_file, intervals
 from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
 from ..models.io import load_pretrained, safe_torch_load
 from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
@@ -87,10 +87,7 @@ def record_predictions(folder: Path, preds: dict[str, Predictions], icfg: Interv
         name = predictions_file(part, prefix)
         pred.save(folder / name)
         out[f"{prefix}predictions"][part] = name
-        ci = interval(pred, icfg.n_boot, icfg.seed, icfg.level)
-        if ci is not None:
-            out[f"{prefix}{part}_accuracy_ci"] = ci
-    return out
+    return out | {f"{prefix}{k}": v for k, v in intervals(preds, icfg).items()}
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
