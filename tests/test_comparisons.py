@@ -102,12 +102,18 @@ def test_pipeline_report_rows_are_named_by_stage_id(tmp_path, tiny_overrides):
     path = tmp_path / "p.yaml"
     path.write_text("stages:\n  - {id: data, stage: prepare}\n  - {id: fp32, stage: train, from: data}\n"
                     "  - {id: q, stage: quantize, from: fp32}\n  - {id: table, stage: report}\n")
-    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *QUANT], tmp_path / "runs", tmp_path / "out",
-                           progress=False, quiet=True)
+    papers = tmp_path / "papers.yaml"
+    papers.write_text("studies:\n  - {id: toy, dataset: synth, model: cnn, rows: [{id: base, method: cnn, accuracy: 0.9}]}\n")
+    published = [f"report.papers={papers}", "report.published={fp32: toy/base, q: null}"]
+    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *QUANT, *published], tmp_path / "runs",
+                           tmp_path / "out", progress=False, quiet=True)
     runs = {s["id"]: s["run"] for s in summary["stages"]}
     md = (tmp_path / "out" / "table" / "report.md").read_text()
-    assert "| fp32 |" in md and "| q |" in md and f"| {runs['fp32']} |" not in md
-    # `audiocomp report` pointed at the pipeline's output folder names them the same way
-    rows = {r["run"]: r for r in report.run(load_config([], []), [tmp_path / "out"], tmp_path / "again")["rows"]}
+    assert "| fp32 |" in md and "| q |" in md and f"| {runs['fp32']} |" not in md and "toy/base: 90.0%" in md
+    # `audiocomp report` pointed at the pipeline's output folder names them the same way, and takes the
+    # published mapping the runs were made with
+    result = report.run(load_config([], [f"report.papers={papers}"]), [tmp_path / "out"], tmp_path / "again")
+    rows = {r["run"]: r for r in result["rows"]}
     assert set(rows) == {"fp32", "q"} and rows["q"]["run_dir"] == runs["q"] and rows["q"]["vs"] == "fp32"
+    assert rows["fp32"]["published"] == "toy/base: 90.0%" and rows["q"]["published"] is None
     assert Run(tmp_path / "runs" / runs["q"]).metrics()["vs_parent"]["test"]["diff"] == pytest.approx(rows["q"]["diff"])

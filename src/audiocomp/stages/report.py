@@ -42,15 +42,17 @@ def resolve_sources(sources: list[str | Path]) -> tuple[list[Run], dict[str, str
     return runs + [r for r in discover(plain) if r.path.resolve() not in seen], names
 
 
-def published_mapping(cfg: Config, runs: list[Run]) -> dict[str, Optional[str]]:
+def published_mapping(cfg: Config, runs: list[Run], studies: list[dict]) -> dict[str, Optional[str]]:
     """report.published of this report's config; without one, the mapping the runs were made with (a
-    paper pipeline's settings travel in every run's config.yaml)."""
+    paper pipeline's settings travel in every run's config.yaml), minus references the published-results
+    file no longer has (a record of the past, not an error of this report)."""
     if cfg.report.published:
         return dict(cfg.report.published)
+    known = {r["ref"] for r in published_rows(studies)}
     merged: dict[str, Optional[str]] = {}
     for r in runs:
         merged.update((r.config_dict().get("report") or {}).get("published") or {})
-    return merged
+    return {name: ref for name, ref in merged.items() if ref is None or ref in known}
 
 
 def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
@@ -125,7 +127,7 @@ def run(cfg: Config, sources: list[str | Path], out: Path, *, names: Optional[di
     runs, found = resolve_sources(sources)
     rows = model_rows(runs, {**found, **(names or {})})
     studies = load_papers(cfg.report.papers)
-    mapped = check_mapping(published_mapping(cfg, runs), studies)
+    mapped = check_mapping(published_mapping(cfg, runs, studies), studies)
     for row in rows:
         row["published"] = published_for(row, mapped)
     add_comparisons(rows, cfg.eval.interval, baseline)
