@@ -64,26 +64,55 @@ def test_report_tables_plots_and_published_numbers(bench_and_eval, tmp_path):
     runs, _, _ = bench_and_eval
     result = report.run(load_config([], []), [runs], tmp_path)
     row = next(r for r in result["rows"] if r["run"] == "tiny-train")
-    assert row["latency_ms"] > 0 and row["macs"] > 0 and row["size_mb"] > 0 and row["runtime"]
+    assert row["latency_torch_ms"] > 0 and row["latency_onnxruntime_ms"] > 0 and row["macs"] > 0 and row["size_mb"] > 0
     md = (tmp_path / "report.md").read_text()
-    assert "| Model | Compression | Format | Train accuracy | Validation accuracy |" in md
+    assert ("| Model | Architecture | Compression | Format | Train accuracy | Validation accuracy [95% CI] | "
+            "Test accuracy [95% CI] |") in md
+    assert "| torch eager, 1 thread, batch 1 (ms) | ONNX Runtime, 1 thread, batch 1 (ms) |" in md
     assert "Published numbers (theirs, not measured here)" in md and "| gtzan-resnet152 | resnet152 | fp16 | 78.0% | 116 |" in md
-    for plot in ("accuracy_vs_size.png", "accuracy_vs_latency.png", "methods.png", "tiny-train-curves.png",
-                 "rep-eval-confusion.png"):
+    for plot in ("accuracy_vs_size.png", "accuracy_vs_latency_torch.png", "accuracy_vs_latency_onnxruntime.png",
+                 "methods.png", "tiny-train-curves.png", "rep-eval-confusion.png"):
         assert plot in result["plots"] and (tmp_path / plot).stat().st_size > 1000 and f"]({plot})" in md
     assert "<img src=\"accuracy_vs_size.png\"" in (tmp_path / "report.html").read_text()
-    assert (tmp_path / "report.csv").read_text().splitlines()[0].startswith("run,model,method")
+    assert (tmp_path / "report.csv").read_text().splitlines()[0].startswith("run,run_dir,model,method")
     # Pareto: (size, accuracy): b dominates c; a is cheapest; d is most accurate
     assert pareto_front([(1, .5), (2, .8), (3, .7), (4, .9)]) == [0, 1, 3]
 
 
-def test_published_match_labels_the_study():
-    from audiocomp.report.papers import load_papers, match
+def test_report_md_csv_and_html_show_the_same_columns(bench_and_eval, tmp_path):
+    import csv
+    import re
+
+    from audiocomp.config import load_config
+    from audiocomp.report.tables import COLUMNS
+    from audiocomp.stages import report
+
+    runs, _, _ = bench_and_eval
+    report.run(load_config([], []), [runs], tmp_path)
+    md_headers = (tmp_path / "report.md").read_text().split("\n\n")[2].splitlines()[0].strip("| ").split(" | ")
+    html_headers = re.findall(r"<th>(.*?)</th>", (tmp_path / "report.html").read_text().split("</table>")[0])
+    with open(tmp_path / "report.csv", newline="") as fh:
+        csv_fields = next(csv.reader(fh))
+    by_header = {c.header: c for c in COLUMNS}
+    assert md_headers == html_headers and "Test accuracy [95% CI]" in md_headers
+    assert csv_fields == [f for h in md_headers for f in by_header[h].csv_fields]
+
+
+def test_published_numbers_come_from_the_explicit_mapping_only():
+    from audiocomp.config import ConfigError
+    from audiocomp.report.papers import check_mapping, load_papers, published_for
 
     studies = load_papers()
-    assert match({"model": "resnet152", "dataset": "gtzan", "method": "fp16"}, studies) == "gtzan-resnet152: 78.0% / 116 MB"
-    assert match({"model": "cnn", "dataset": "esc50", "method": "hybrid"}, studies) == "esc-us8k-cnn: 89.0%"
-    assert match({"model": "cnn", "dataset": "synth", "method": "none"}, studies) is None
+    mapped = check_mapping({"fp16": "gtzan-resnet152/fp16", "hybrid": "esc-us8k-cnn/hybrid-pruned", "ours": None},
+                           studies)
+    assert published_for({"run": "fp16", "dataset": "gtzan"}, mapped) == "gtzan-resnet152/fp16: 78.0% / 116 MB"
+    assert published_for({"run": "hybrid", "dataset": "esc50"}, mapped) == "esc-us8k-cnn/hybrid-pruned: 89.0%"
+    # no mapping, mapped to none, or measured on another dataset than the study's: no published number
+    for row in ({"run": "cnn-taylor", "dataset": "esc50"}, {"run": "ours", "dataset": "gtzan"},
+                {"run": "hybrid", "dataset": "audioset"}):
+        assert published_for(row, mapped) is None
+    with pytest.raises(ConfigError, match="report.published.x: 'gtzan-resnet152/int4' is not a published row"):
+        check_mapping({"x": "gtzan-resnet152/int4"}, studies)
 
 
 @pytest.mark.slow

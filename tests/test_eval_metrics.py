@@ -49,6 +49,43 @@ def test_average_precision_and_map_by_hand():
     assert math.isnan(average_precision(np.array([.1, .2]), np.array([0, 0])))
 
 
+def test_average_precision_treats_tied_scores_as_one_threshold():
+    # three items tied at .5 (two positives), one negative below: one threshold, precision 2/3 at recall 1;
+    # ranking the tie in any order must not change it (a stable sort would give (1 + 2/3) / 2 here)
+    scores, y = np.array([.5, .5, .5, .1]), np.array([1, 0, 1, 0])
+    assert average_precision(scores, y) == pytest.approx(2 / 3)
+    for order in ([1, 0, 2, 3], [2, 1, 0, 3], [3, 1, 2, 0]):
+        assert average_precision(scores[order], y[order]) == pytest.approx(2 / 3)
+
+
+def test_macro_f1_counts_predicted_but_absent_classes_and_only_those():
+    # class 2 is absent from the labels but predicted once: F1 0, counted -> (2/3 + 1 + 0) / 3
+    scores = np.eye(3)[[0, 2, 1, 1]]
+    assert classification_metrics(scores, np.array([0, 0, 1, 1]), 3)["macro_f1"] == pytest.approx(5 / 9)
+    # a perfect classifier on a test set without class 2 scores 1 (an absent, never-predicted class is left out)
+    assert classification_metrics(np.eye(3)[[0, 0, 1, 1]], np.array([0, 0, 1, 1]), 3)["macro_f1"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_agree_with_scikit_learn_on_random_cases_with_ties_and_absent_classes(seed):
+    from sklearn.metrics import average_precision_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    n, c = 40, 6
+    y = rng.choice(c - 2, n)  # the last two classes never occur in the labels
+    scores = rng.integers(0, 4, (n, c)).astype(float) / 4  # coarse scores: many ties
+    m = classification_metrics(scores, y, c)
+    assert m["macro_f1"] == pytest.approx(f1_score(y, scores.argmax(1), average="macro", zero_division=0))
+    multi = (rng.random((n, c)) < 0.3).astype(np.float32)
+    multi[:, 0] = 0  # a class without positives: undefined AP, left out of mAP
+    ml = multilabel_metrics(scores, multi)
+    has = multi.sum(0) > 0
+    assert ml["per_class_ap"][0] is None
+    assert ml["per_class_ap"][1:] == pytest.approx([average_precision_score(multi[:, k], scores[:, k])
+                                                    for k in range(1, c)])
+    assert ml["map"] == pytest.approx(average_precision_score(multi[:, has], scores[:, has], average="macro"))
+
+
 def test_mean_std_over_folds():
     s = mean_std([{"accuracy": 0.5, "name": "a"}, {"accuracy": 0.7}, {"accuracy": 0.9}])
     assert s == {"accuracy": {"mean": pytest.approx(0.7), "std": pytest.approx(0.2), "n": 3}}

@@ -77,6 +77,8 @@ def test_esc_urbansound_cnn_lstm_pipeline_runs_tiny(tmp_path, tiny_overrides):
     assert Run(tmp_path / "runs" / steps["mel"]["run"]).config().data.dataset == "esc50"
     models = {r["model"] for r in report_rows(summary)}
     assert {"cnn", "lstm", "cnn1d", "lstm_raw"} <= models
+    published = {r["run"]: r["published"] for r in report_rows(summary)}
+    assert published["cnn"] == "esc-us8k-cnn/cnn: 92.0%" and not published["cnn-taylor"] and not published["cnn-magnitude"]
     assert all(steps[i]["status"] in ("ran", "rendered") for i in steps)
 
 
@@ -88,8 +90,44 @@ def test_gtzan_resnet_pipeline_runs_tiny(tmp_path, tiny_overrides):
     sets = [s for s in tiny(tiny_overrides, root) if not s.startswith("split.")] + [
         "model.name=resnet18", "model.input_size=[32,32]", "train.batch_size=32"]
     summary = pipeline.run(path, sets, tmp_path / "runs", tmp_path / "out", progress=False, quiet=True)
-    rows = {r["run"]: r for r in report_rows(summary)}
+    rows = {r["run_dir"]: r for r in report_rows(summary)}
     steps = {s["id"]: s for s in summary["stages"]}
     assert {steps["baseline"]["run"], steps["modified"]["run"]} <= set(rows)
+    by_id = {r["run"]: r for r in rows.values()}  # rows are named by stage id, with the published row mapped
+    assert by_id["modified"]["published"] == "gtzan-resnet152/modified: 78.0%"
+    assert not by_id["pruned-50"]["published"] and by_id["pruned-50"]["vs"] == "modified"
     assert steps["baseline"]["run"] != steps["modified"]["run"]
     assert Run(tmp_path / "runs" / steps["data"]["run"]).config().data.dataset == "gtzan"
+
+
+@pytest.mark.parametrize("paper, study", [("gtzan-resnet152", "gtzan-resnet152"), ("esc-urbansound-cnn-lstm", "esc-us8k-cnn")])
+def test_every_model_row_of_a_paper_pipeline_is_mapped_to_a_published_row_or_to_none(paper, study):
+    """report.published names each of our model stages explicitly; every reference exists."""
+    from audiocomp.report.papers import check_mapping, load_papers
+
+    steps = pipeline.plan(PAPER / paper / "pipeline.yaml", check=False)
+    report = next(s for s in steps if s.stage == "report")
+    mapping = report.cfg.report.published
+    models = {s.spec.id for s in steps if s.stage in pipeline.MODEL_STAGES}
+    assert set(mapping) == models  # every model row decided, nothing else named
+    mapped = check_mapping(mapping, load_papers())  # raises on a reference that does not exist
+    assert mapped and {m["study"] for m in mapped.values()} == {study}
+
+
+def test_the_paper_mappings_name_the_right_published_rows():
+    from audiocomp.report.papers import check_mapping, load_papers, published_for
+
+    def published(paper: str, dataset: str) -> dict:
+        steps = pipeline.plan(PAPER / paper / "pipeline.yaml", check=False)
+        mapped = check_mapping(next(s for s in steps if s.stage == "report").cfg.report.published, load_papers())
+        return {s.spec.id: published_for({"run": s.spec.id, "dataset": dataset}, mapped)
+                for s in steps if s.stage in pipeline.MODEL_STAGES}
+
+    gtzan = published("gtzan-resnet152", "gtzan")
+    assert gtzan["modified"] == "gtzan-resnet152/modified: 78.0%"  # not the baseline's 74%
+    assert gtzan["baseline"] == "gtzan-resnet152/baseline: 74.0% / 256 MB"
+    assert gtzan["int8"] == "gtzan-resnet152/static-int8: 6.0% / 60.1 MB"
+    assert gtzan["pruned-50-int8"] is None and gtzan["pruned-50"] is None  # ours: no published counterpart
+    esc = published("esc-urbansound-cnn-lstm", "esc50")
+    assert esc["cnn"] == "esc-us8k-cnn/cnn: 92.0%" and esc["cnn-hybrid"] == "esc-us8k-cnn/hybrid-pruned: 89.0%"
+    assert {k for k, v in esc.items() if v is not None} == {"cnn", "cnn-hybrid"}  # cnn-taylor, cnn-magnitude: none

@@ -38,6 +38,7 @@ def test_prune_cli_writes_a_smaller_reloadable_model_with_before_after_metrics(t
                  "--set", "prune.finetune_epochs=1", "--name", "pruned", "-q")
     assert result.exit_code == 0, result.output
     assert "MACs" in result.output and "latency" in result.output
+    assert "test, pruned - parent:" in result.output and "McNemar p=" in result.output
     run = runs / "pruned"
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["parents"][0]["name"] == "tiny" and manifest["status"] == "done"
@@ -51,6 +52,15 @@ def test_prune_cli_writes_a_smaller_reloadable_model_with_before_after_metrics(t
     assert m["after"]["macs"] < m["before"]["macs"] and m["after"]["file_bytes"] < m["before"]["file_bytes"]
     assert m["before"]["latency"]["threads"] == 1 and m["after"]["latency"]["median_ms"] > 0
     assert len(m["history"]) == 2 and {h["step"] for h in m["history"]} == {"taylor-1", "taylor-2"}
+    # per-item predictions of the pruned model, intervals, and the paired difference to the parent
+    assert m["predictions"] == {"val": "predictions-val.npz", "test": "predictions-test.npz"}
+    assert all((run / f).is_file() for f in m["predictions"].values())
+    for part in ("val", "test"):
+        for side in ("before", "after"):
+            assert m[side][f"{part}_accuracy_ci"]["value"] == pytest.approx(m[side][f"{part}_accuracy"])
+        d = m["vs_parent"][part]
+        assert d["diff"] == pytest.approx(m["after"][f"{part}_accuracy"] - m["before"][f"{part}_accuracy"])
+        assert d["low"] <= d["diff"] <= d["high"] and 0 <= d["mcnemar_p"] <= 1
     assert not (run / "model/model.pt").read_bytes().count(b"weight_orig")
 
     from audiocomp.models import load_model

@@ -146,11 +146,24 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
     model_runs = [_open_run(f, runs_dir) for f in from_]
     cfg = _config(config, set_, base=model_runs[0].config_dict())
     run = stage.run(cfg, model_runs, runs_dir, name=name, force=force, split=split, progress=not quiet)
+    from .evaluate.stats import format_interval, format_paired
+
     m = run.metrics()
-    facts = m["model_facts"]
-    score = f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}" if "accuracy" in m else f"mAP {m['map']:.3f}"
-    typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, "
-               f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''} -> {run.path}")
+    for u in m.get("units", [m]):
+        facts = u["model_facts"]
+        score = (f"accuracy {format_interval(u.get('accuracy_ci'))}, macro-F1 {u['macro_f1']:.3f}" if "accuracy" in u
+                 else f"mAP {u['map']:.3f}")
+        label = u["model_run"] + (f"/{u['fold']}" if u.get("fold") else "")
+        typer.echo(f"{label} {u['split']}: {score} on {u['items']} items; {facts['parameters']:,} parameters, "
+                   f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''}")
+        if u.get("vs_first"):
+            typer.echo(f"  vs {u['vs_first']['reference']}: {format_paired(u['vs_first'])}")
+    if "accuracy_ci" in m:
+        ci = m["accuracy_ci"]
+        typer.echo(f"[{ci['level']:.0%} percentile bootstrap over {ci['resampled']}, {ci['n_boot']} resamples, "
+                   f"seed {ci['seed']}] -> {run.path}")
+    else:
+        typer.echo(f"-> {run.path}")
     for key, s in m.get("cv", {}).items():
         if key in ("accuracy", "macro_f1", "map") or key.startswith("top"):
             typer.echo(f"  {key}: {s['mean']:.3f} +- {s['std']:.3f} over {s['n']} models")
@@ -260,14 +273,21 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
     cfg = _config(config, set_, base=model_run.config_dict())
     run = stage.run(cfg, model_run, runs_dir, name=name, force=force, allow_degraded=allow_degraded or None,
                     progress=not quiet)
+    from .evaluate.stats import format_interval, format_paired
+
     m = run.metrics()
     part = "test" if "test_items" in m else "val"
     lat = m["latency_batch1_1thread"]
-    acc = lambda key: "-" if m.get(key) is None else f"{m[key]:.3f}"  # noqa: E731  (None for multi-label sets)
+
+    def acc(key: str) -> str:  # with its interval; None for multi-label sets
+        return format_interval(m[f"{key}_ci"]) if f"{key}_ci" in m else "-" if m.get(key) is None else f"{m[key]:.3f}"
+
     typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
                f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
                f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
                f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
+    if m.get("vs_parent", {}).get(part):
+        typer.echo(f"  {part}, quantized - float: {format_paired(m['vs_parent'][part])}")
     if m.get("note"):
         typer.echo(f"note: {m['note']}")
 
@@ -294,14 +314,22 @@ def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = No
     model_run = _open_run(from_, runs_dir)
     cfg = _config(config, set_, base=model_run.config_dict())
     run = stage.run(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet)
+    from .evaluate.stats import format_interval, format_paired
+
     m = run.metrics()
     b, a, c = m["before"], m["after"], m["change"]
     score = "test_accuracy" if "test_accuracy" in a else "val_accuracy"
+
+    def acc(side: dict, key: str) -> str:
+        return format_interval(side[f"{key}_ci"]) if f"{key}_ci" in side else f"{side.get(key, float('nan')):.3f}"
+
     typer.echo(f"{m['method']}: parameters {b['parameters']:,} -> {a['parameters']:,}, non-zero {b['nonzero']:,} -> "
                f"{a['nonzero']:,}, MACs {b['macs']:,} -> {a['macs']:,} ({c['macs_reduction']:.2f}x), "
                f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB, "
                f"latency {b['latency']['median_ms']:.2f} -> {a['latency']['median_ms']:.2f} ms, "
-               f"{score} {b.get(score, float('nan')):.3f} -> {a.get(score, float('nan')):.3f} -> {run.path}")
+               f"{score} {acc(b, score)} -> {acc(a, score)} -> {run.path}")
+    for part, d in m.get("vs_parent", {}).items():
+        typer.echo(f"  {part}, pruned - parent: {format_paired(d)}")
 
 
 @prune_app.command("sensitivity")
@@ -325,17 +353,19 @@ def prune_sensitivity(from_: Annotated[str, typer.Option("--from", help="The mod
 
 @app.command()
 @guarded
-def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, or folders of runs.")],
+def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, folders of runs, or a pipeline's output folder (rows named by stage id).")],
            out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("report"),
+           baseline: Annotated[Optional[str], typer.Option("--baseline", help="A row (stage id or run name): every row gets its paired test-accuracy difference to it [default: each compressed row to its parent].")] = None,
            config: ConfigOpt = None, set_: SetOpt = None, quiet: QuietOpt = False):
-    """Aggregate runs into markdown, CSV and HTML: study-style tables, published numbers, trade-off plots.
+    """Aggregate runs into markdown, CSV and HTML: study-style tables with accuracy intervals and paired
+    differences, latency per runtime, published numbers, trade-off plots.
 
-    Example: `audiocomp report runs/ --out report/`
+    Example: `audiocomp report reports/gtzan-resnet152 --baseline modified --out report/`
     """
     from .report.tables import terminal
     from .stages import report as stage
 
-    result = stage.run(_config(config, set_), runs, out)
+    result = stage.run(_config(config, set_), runs, out, baseline=baseline)
     if not quiet:
         typer.echo(terminal(result["rows"]))
     typer.echo(f"report: {', '.join(result['files'].values())}")

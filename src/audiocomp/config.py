@@ -141,10 +141,18 @@ class QuantizeConfig(Section):
     allow_degraded: bool = False  # keep a model whose accuracy fell near chance instead of failing
 
 
+class IntervalConfig(Section):
+    """Percentile bootstrap of accuracies and paired differences (evaluate/stats.py)."""
+    n_boot: int = Field(2000, ge=100)  # resamples
+    seed: int = 0
+    level: float = Field(0.95, gt=0, lt=1)
+
+
 class EvalConfig(Section):
     split: Literal["train", "val", "test"] = "test"
     batch_size: int = Field(64, ge=1)
     top_k: int = Field(3, ge=1)
+    interval: IntervalConfig = Field(default_factory=IntervalConfig)  # also used by prune, quantize, report
 
 
 class BenchConfig(Section):
@@ -163,6 +171,8 @@ class ReportConfig(Section):
     formats: list[Literal["md", "csv", "html"]] = Field(default_factory=lambda: ["md", "csv", "html"])
     plots: bool = True
     papers: Optional[str] = None  # published numbers (YAML); None: the shipped data/paper_results.yaml
+    # row name (stage id, or run name) -> "study-id/row-id" of the published row it reproduces, or null
+    published: dict[str, Optional[str]] = Field(default_factory=dict)
 
 
 class Config(Section):

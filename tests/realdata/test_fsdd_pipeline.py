@@ -31,7 +31,7 @@ def test_fsdd_cnn_taylor_int8_pipeline_meets_the_targets(tmp_path, fsdd_root):
                            [CONFIGS / "data" / "fsdd.yaml"], progress=False, quiet=True)
     run_of = {s["id"]: s["run"] for s in summary["stages"]}
     with open(tmp_path / "out" / "report" / "report.csv", newline="") as fh:
-        rows = {r["run"]: r for r in csv.DictReader(fh)}
+        rows = {r["run_dir"]: r for r in csv.DictReader(fh)}
     fp32, taylor, int8 = (rows[run_of[i]] for i in ("fp32", "taylor", "int8"))
     acc = {k: float(r["test_accuracy"]) for k, r in (("fp32", fp32), ("taylor", taylor), ("int8", int8))}
     assert acc["fp32"] > 0.8, f"FP32 baseline too weak to judge compression: {acc}"

@@ -68,13 +68,20 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 def tradeoff_plot(rows: list[dict], x_key: str, x_label: str, path: Path, y_key: str = "accuracy",
                   log_x: bool = False) -> Path | None:
     """Accuracy against a cost (size, latency); the Pareto front (cheaper and at least as accurate) is
-    drawn as a line and its points are ringed."""
-    pts = [(r[x_key], r[y_key], r["run"]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
+    drawn as a line and its points are ringed. Rows with `<y_key>_low/_high` get their interval as a bar."""
+    kept = [r for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
+    pts = [(r[x_key], r[y_key], r["run"]) for r in kept]
     if not pts:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     xs, ys = [p[0] for p in pts], [p[1] for p in pts]
     ax.scatter(xs, ys, color="tab:blue", zorder=3)
+    bars = [(r[x_key], r[y_key], r[f"{y_key}_low"], r[f"{y_key}_high"]) for r in kept
+            if r.get(f"{y_key}_low") is not None]
+    if bars:
+        bx, by, lo, hi = (np.array(v) for v in zip(*bars))
+        ax.errorbar(bx, by, yerr=[by - lo, hi - by], fmt="none", ecolor="tab:blue", alpha=0.5, capsize=3, zorder=2,
+                    label="bootstrap interval")
     front = pareto_front(list(zip(xs, ys)))
     ax.plot([xs[i] for i in front], [ys[i] for i in front], color="tab:red", lw=1.5, zorder=2, label="Pareto front")
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=160, facecolors="none", edgecolors="tab:red", zorder=4)

@@ -1,53 +1,75 @@
-"""Rows of the report table from run directories, rendered as markdown and CSV."""
+"""Rows of the report table from run directories, rendered as markdown, CSV and HTML with the same columns."""
 from __future__ import annotations
 
 import csv
+import html
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional, Union
 
+from ..evaluate.stats import format_difference
 from ..models.io import artifact_path
 from ..runs import Run
 
 MODEL_STAGES = ("train", "prune", "quantize")
+# runtimes with a latency column: (bench runtime key, label). Each row shows every runtime that can run it,
+# so a plot or a column never mixes runtime effects with compression effects.
+RUNTIMES = (("torch", "torch eager"), ("onnxruntime", "ONNX Runtime"))
 
-# (key, header, format)
+
+def _interval_cell(key: str) -> Callable[[dict], str]:
+    def cell(row: dict) -> str:
+        value, low, high = row.get(key), row.get(f"{key}_low"), row.get(f"{key}_high")
+        if value is None:
+            return "-"
+        return f"{value:.1%}" + ("" if low is None else f" [{low * 100:.1f}, {high * 100:.1f}]")
+    return cell
+
+
+def _diff_cell(row: dict) -> str:
+    return format_difference({"diff": row.get("diff"), "low": row.get("diff_low"), "high": row.get("diff_high")})
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the row value that decides whether the column is shown (and its CSV field)
+    header: str  # markdown / HTML header
+    fmt: Union[str, Callable[[dict], str]]  # a pattern for row[key], or a function of the whole row
+    fields: tuple[str, ...] = ()  # CSV fields of this column (default: key); raw numbers, not text
+
+    def cell(self, row: dict) -> str:
+        return self.fmt(row) if callable(self.fmt) else fmt_value(row.get(self.key), self.fmt)
+
+    @property
+    def csv_fields(self) -> tuple[str, ...]:
+        return self.fields or (self.key,)
+
+
+# The studies' table layout (Model | Train accuracy | Validation accuracy | Model size) plus what we measure.
 COLUMNS = [
-    ("run", "Run", "{}"),
-    ("model", "Model", "{}"),
-    ("method", "Compression", "{}"),
-    ("format", "Format", "{}"),
-    ("train_accuracy", "Train acc", "{:.1%}"),
-    ("val_accuracy", "Val acc", "{:.1%}"),
-    ("test_accuracy", "Test acc", "{:.1%}"),
-    ("test_macro_f1", "Test F1", "{:.3f}"),
-    ("size_mb", "Size (MB)", "{:.2f}"),
-    ("zipped_mb", "Zipped (MB)", "{:.2f}"),
-    ("parameters", "Params", "{:,}"),
-    ("nonzero", "Non-zero", "{:,}"),
-    ("macs", "MACs", "{:,}"),
-    ("latency_ms", "Latency (ms)", "{:.2f}"),
-    ("latency_iqr_ms", "IQR (ms)", "{:.2f}"),
-    ("runtime", "Runtime", "{}"),
-    ("peak_rss_mb", "Peak RSS (MB)", "{:.0f}"),
-    ("cold_start_s", "Cold start (s)", "{:.2f}"),
-    ("published", "Published (theirs)", "{}"),
-]
-
-# The studies' own table layout: Model | Train accuracy | Validation accuracy | Model size, plus measured costs.
-STUDY_COLUMNS = [
-    ("run", "Model", "{}"),
-    ("method", "Compression", "{}"),
-    ("format", "Format", "{}"),
-    ("train_accuracy", "Train accuracy", "{:.1%}"),
-    ("val_accuracy", "Validation accuracy", "{:.1%}"),
-    ("test_accuracy", "Test accuracy", "{:.1%}"),
-    ("size_mb", "Model size (MB)", "{:.2f}"),
-    ("macs", "MACs", "{:,}"),
-    ("nonzero", "Non-zero params", "{:,}"),
-    ("latency_ms", "Latency (ms)", "{:.2f}"),
-    ("peak_rss_mb", "Memory (MB)", "{:.0f}"),
-    ("published", "Published (theirs)", "{}"),
+    Column("run", "Model", "{}", ("run", "run_dir")),
+    Column("model", "Architecture", "{}"),
+    Column("method", "Compression", "{}"),
+    Column("format", "Format", "{}"),
+    Column("chosen_on", "Checkpoint chosen on", "{}"),
+    Column("train_accuracy", "Train accuracy", "{:.1%}"),
+    Column("val_accuracy", "Validation accuracy [95% CI]", _interval_cell("val_accuracy"),
+           ("val_accuracy", "val_accuracy_low", "val_accuracy_high")),
+    Column("test_accuracy", "Test accuracy [95% CI]", _interval_cell("test_accuracy"),
+           ("test_accuracy", "test_accuracy_low", "test_accuracy_high", "resampled")),
+    Column("test_macro_f1", "Test macro-F1", "{:.3f}"),
+    Column("vs", "Compared with", "{}"),
+    Column("diff", "Test accuracy difference [95% CI]", _diff_cell, ("diff", "diff_low", "diff_high")),
+    Column("mcnemar_p", "McNemar p", "{:.3g}", ("mcnemar_p", "ref_only", "this_only")),
+    Column("size_mb", "Model size (MB)", "{:.2f}"),
+    Column("zipped_mb", "Zipped (MB)", "{:.2f}"),
+    Column("parameters", "Params", "{:,}"),
+    Column("nonzero", "Non-zero params", "{:,}"),
+    Column("macs", "MACs", "{:,}"),
+    *(Column(f"latency_{rt}_ms", f"{label}, 1 thread, batch 1 (ms)", "{:.2f}") for rt, label in RUNTIMES),
+    *(Column(f"peak_rss_{rt}_mb", f"{label} fresh-process memory (MB)", "{:.0f}") for rt, label in RUNTIMES),
+    Column("published", "Published (theirs)", "{}"),
 ]
 
 
@@ -66,22 +88,38 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
     return list(found.values())
 
 
-def latest_by_model_run(runs: list[Run], stage: str) -> dict[str, dict]:
-    """metrics.json of the finished `stage` runs, keyed by the model run they measured; the most recently
-    finished wins. Bench runs with a device profile (other thread counts) are left out of the table."""
+def latest_by_model_run(runs: list[Run], stage: str) -> dict[str, tuple[Run, dict]]:
+    """(run, metrics.json) of the finished `stage` runs, keyed by the model run they measured; the most
+    recently finished wins. Bench runs with a device profile (other thread counts) are left out."""
     done = sorted((r for r in runs if r.stage == stage and r.status == "done"),
                   key=lambda r: r.manifest.get("ended") or "")
-    out: dict[str, dict] = {}
+    out: dict[str, tuple[Run, dict]] = {}
     for r in done:
         m = r.metrics()
         if not m.get("device_profile"):
-            out[m.get("model_run", "")] = m
+            out[m.get("model_run", "")] = (r, m)
     return out
 
 
-def model_rows(runs: list[Run]) -> list[dict]:
-    """One row per model run (train, prune, quantize); its latest finished eval run adds test metrics and
-    model facts, its latest bench run the latency (fastest runtime at 1 thread) and fresh-process memory."""
+def _predictions(run: Run, metrics: dict, parts=("val", "test")) -> dict[str, Path]:
+    """{part: predictions file} a train/prune/quantize/eval run recorded in its metrics."""
+    return {part: run.path / rel for part, rel in (metrics.get("predictions") or {}).items()
+            if part in parts and (run.path / rel).is_file()}
+
+
+def _selection(run: Run, metrics: dict) -> Optional[str]:
+    """How the model's checkpoint was chosen (train metrics `selection`), from the run or its training run."""
+    if "selection" in metrics:
+        return metrics["selection"]
+    train = run.parent("train") if run.stage != "train" else None
+    return train.metrics().get("selection") if train is not None else None
+
+
+def model_rows(runs: list[Run], names: Optional[dict[str, str]] = None) -> list[dict]:
+    """One row per model run (train, prune, quantize), named by `names` (run name -> stage id) or by its run
+    name; its latest finished eval run adds test metrics, model facts and the test predictions, its latest
+    bench run the batch-1, 1-thread latency and fresh-process memory of each runtime in RUNTIMES."""
+    names = names or {}
     evals = latest_by_model_run(runs, "eval")
     benches = latest_by_model_run(runs, "bench")
     rows = []
@@ -90,22 +128,30 @@ def model_rows(runs: list[Run]) -> list[dict]:
             continue
         m = r.metrics()
         cfg = r.config_dict()
-        row = {"run": r.name, "stage": r.stage, "model": cfg.get("model", {}).get("name"),
-               "method": m.get("method", "none" if r.stage == "train" else r.stage), "format": m.get("format", "fp32")}
+        parents = r.manifest.get("parents", [])
+        row = {"run": names.get(r.name, r.name), "run_dir": r.name, "stage": r.stage,
+               "parent_run": parents[0]["name"] if r.stage != "train" and parents else None,
+               "model": cfg.get("model", {}).get("name"), "chosen_on": _selection(r, m),
+               "method": m.get("method", "none" if r.stage == "train" else r.stage), "format": m.get("format", "fp32"),
+               "predictions": _predictions(r, m)}
         for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1"):
             row[key] = m.get(key)
-        ev = evals.get(r.name)
+        ev_run, ev = evals.get(r.name, (None, None))
         if ev:
             row["test_accuracy"] = ev.get("accuracy", row["test_accuracy"])
             row["test_macro_f1"] = ev.get("macro_f1", row["test_macro_f1"])
+            row["predictions"].update(_predictions(ev_run, ev, parts=("test",)))  # the items of its accuracy
             facts = ev.get("model_facts", {})
             row.update({"parameters": facts.get("parameters"), "nonzero": facts.get("nonzero"),
                         "macs": facts.get("macs"), "format": facts.get("format", row["format"])})
             if facts.get("file_bytes") is not None:
                 row["size_mb"] = facts["file_bytes"] / 1e6
                 row["zipped_mb"] = facts["zipped_bytes"] / 1e6
-        head = benches.get(r.name, {}).get("headline", {})
-        row.update({k: head.get(k) for k in ("latency_ms", "latency_iqr_ms", "runtime", "peak_rss_mb", "cold_start_s")})
+        runtimes = benches.get(r.name, (None, {}))[1].get("runtimes", {})
+        for rt, _ in RUNTIMES:  # None ("-") where the runtime cannot run this model or was not measured
+            result = runtimes.get(rt, {})
+            row[f"latency_{rt}_ms"] = result.get("threads", {}).get("1", {}).get("latency", {}).get("median_ms")
+            row[f"peak_rss_{rt}_mb"] = result.get("fresh_process", {}).get("peak_rss_mb")
         row["dataset"] = cfg.get("data", {}).get("dataset")
         model_dir = r.path / "model"
         model_file = artifact_path(model_dir) if (model_dir / "arch.json").exists() else model_dir / "model.pt"
@@ -124,29 +170,42 @@ def fmt_value(value, pattern: str) -> str:
         return str(value)
 
 
-def markdown(rows: list[dict], columns=COLUMNS) -> str:
-    cols = [c for c in columns if any(r.get(c[0]) is not None for r in rows)] or columns[:2]
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+def visible(rows: list[dict], columns: list[Column] = COLUMNS) -> list[Column]:
+    """The columns with a value in at least one row: the same set in report.md, report.csv and report.html."""
+    return [c for c in columns if any(r.get(c.key) is not None for r in rows)] or columns[:2]
+
+
+def markdown(rows: list[dict], columns: list[Column] = COLUMNS) -> str:
+    cols = visible(rows, columns)
+    lines = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(fmt_value(r.get(k), f) for k, _, f in cols) + " |")
+        lines.append("| " + " | ".join(c.cell(r) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict], columns=COLUMNS) -> str:
+def html_table(rows: list[dict], columns: list[Column] = COLUMNS) -> str:
+    cols = visible(rows, columns)
+    head = "".join(f"<th>{html.escape(c.header)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.cell(r))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def to_csv(rows: list[dict], columns: list[Column] = COLUMNS) -> str:
+    """The visible columns, each as its raw fields (an interval column: value, low, high)."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=[k for k, _, _ in columns], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=[f for c in visible(rows, columns) for f in c.csv_fields], extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
 
 
-CONSOLE_KEYS = ["run", "method", "format", "train_accuracy", "test_accuracy", "test_macro_f1", "size_mb", "zipped_mb",
-                "parameters", "nonzero", "macs", "latency_ms"]
+CONSOLE_KEYS = ["run", "method", "format", "train_accuracy", "test_accuracy", "diff", "size_mb", "parameters",
+                "nonzero", "macs", "latency_torch_ms", "latency_onnxruntime_ms"]
 
 
 def terminal(rows: list[dict], keys: Optional[list[str]] = CONSOLE_KEYS) -> str:
     """A compact fixed-width table for the console."""
-    cols = [c for c in COLUMNS if (keys is None or c[0] in keys) and any(r.get(c[0]) is not None for r in rows)]
-    cells = [[h for _, h, _ in cols]] + [[fmt_value(r.get(k), f) for k, _, f in cols] for r in rows]
+    cols = [c for c in visible(rows) if keys is None or c.key in keys]
+    cells = [[c.header for c in cols]] + [[c.cell(r) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells)

@@ -1,7 +1,10 @@
 """`audiocomp eval`: metrics of one or more model runs on a split, with the models' measured facts.
 
 A run that holds per-fold models (`folds/<split name>/model`) is evaluated fold by fold, each on its own
-split; several runs or folds are summarised as mean +- std (cross-validation)."""
+split; several runs or folds are summarised as mean +- std (cross-validation). Each model's per-item
+predictions are saved (`predictions-<part>.npz`, evaluate/predictions.py); its accuracy carries a bootstrap
+interval (`accuracy_ci`), and every model scored on the same items as the first gets the paired difference
+to it (`vs_first`)."""
 from __future__ import annotations
 
 import csv
@@ -13,6 +16,7 @@ import torch
 from ..config import Config
 from ..evaluate.facts import count_macs, example_input, file_sizes, format_facts, onnx_parameter_counts, parameter_counts
 from ..evaluate.metrics import mean_std, per_class_rows
+from ..evaluate.predictions import Predictions, compare, file_name as predictions_file, interval
 from ..models import build_model, load_model
 from ..models.io import artifact_path
 from ..report.plots import confusion_plot
@@ -84,7 +88,8 @@ def split_index(prepared, fold: str) -> int:
     return names.index(fold)
 
 
-def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: str, out: Path, progress: bool) -> dict:
+def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: str, out: Path,
+                  progress: bool) -> tuple[dict, Predictions]:
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     index = split_index(prepared, fold)
     if not prepared.split(index)[part]:
@@ -97,29 +102,40 @@ def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: st
     metrics = score_metrics(scores, targets, spec.num_classes, spec.multilabel, cfg.eval.top_k)
     metrics.update({"split": part, "items": len(targets), "loss": loss, "classes": spec.classes,
                     "model_run": model_run.name, "fold": fold or None})
+    pred = Predictions.of_split(prepared.store, prepared.split(index), part, scores, targets)
+    pred.save(out / predictions_file(part))
+    if (ci := interval(pred, cfg.eval.interval)) is not None:
+        metrics["accuracy_ci"] = ci
     metrics["model_facts"] = model_facts(model, spec, folder)
     if "confusion" in metrics:
         out.mkdir(parents=True, exist_ok=True)
         write_confusion_csv(metrics["confusion"], spec.classes, out / "confusion.csv")
         write_per_class_csv(metrics, spec.classes, out / "per_class.csv")
         confusion_plot(metrics["confusion"], spec.classes, out / "confusion.png", title=f"{label} ({part})")
-    return metrics
+    return metrics, pred
 
 
 def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path] = None, *,
         name: Optional[str] = None, force: bool = False, split: Optional[str] = None, progress: bool = True) -> Run:
     """Evaluate every model of `model_runs`. One model: metrics.json holds its metrics. Several (folds or
     runs): the first model's metrics at the top level (for the report), `units` with each one's, and `cv`
-    with mean/std/n of every scalar metric."""
+    with mean/std/n of every scalar metric. `predictions` names each model's predictions file (relative
+    to the run); a unit scored on the first unit's items gets `vs_first`, the paired difference to it."""
     model_runs = [model_runs] if isinstance(model_runs, Run) else list(model_runs)
     part = split or cfg.eval.split
     name = name or f"eval-{model_runs[0].name}-{part}" + (f"-and-{len(model_runs) - 1}" if len(model_runs) > 1 else "")
     with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run, nondeterminism_allowed():
         units = [(r, fold, folder) for r in model_runs for fold, folder in model_units(r)]
-        results = []
+        results, first = [], None
         for r, fold, folder in units:
             out = run.path if len(units) == 1 else run.path / "units" / (r.name + (f"-{fold}" if fold else ""))
-            results.append(evaluate_unit(cfg, r, fold, folder, part, out, progress))
+            m, pred = evaluate_unit(cfg, r, fold, folder, part, out, progress)
+            m["predictions"] = {part: str((out / predictions_file(part)).relative_to(run.path))}
+            if first is None:
+                first = pred
+            elif (d := compare(first, pred, cfg.eval.interval)) is not None:
+                m["vs_first"] = {"reference": results[0]["model_run"], "fold": results[0]["fold"], **d}
+            results.append(m)
         metrics = dict(results[0])
         if len(results) > 1:
             metrics["units"] = results

@@ -52,6 +52,7 @@ class StageCall:
     resume: bool
     progress: bool
     out: Path  # the pipeline's output folder (reports)
+    parent_ids: list[str] = field(default_factory=list)  # the stage ids of `parents` (rows of a report)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,8 @@ def _from_parent(module: str) -> Callable[[StageCall], Run]:
 
 
 def _report(c: StageCall) -> None:
-    _module("report").run(c.cfg, [p.path for p in c.parents], c.out)
+    _module("report").run(c.cfg, [p.path for p in c.parents], c.out,
+                          names={p.name: sid for p, sid in zip(c.parents, c.parent_ids)})
 
 
 MODEL_STAGES = ("train", "prune", "quantize")
@@ -363,9 +365,9 @@ def claim(runs_dir: Path, name: str, wait: float, say: Callable[..., None]) -> I
 
 def _execute(step: Step, runs: dict[str, Run], runs_dir: Path, out: Path, progress: bool,
              force: bool) -> tuple[Optional[Run], str]:
-    parents = [runs[p.spec.id] for p in step.parents if p.spec.id in runs]
-    call = StageCall(step.cfg, parents, runs_dir, step.name or step.spec.id, force, False, progress,
-                     out / step.spec.id)
+    ids = [p.spec.id for p in step.parents if p.spec.id in runs]
+    call = StageCall(step.cfg, [runs[i] for i in ids], runs_dir, step.name or step.spec.id, force, False, progress,
+                     out / step.spec.id, ids)
     if step.name is None:
         STAGES[step.stage].adapter(call)
         return None, "rendered"

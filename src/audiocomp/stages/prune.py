@@ -12,6 +12,7 @@ from ..compress.pruning import PruneContext, method_for, prune_model, ratios_fro
 from ..config import Config, ConfigError, stable_hash
 from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
 from ..evaluate.latency import cpu_latency
+from ..evaluate.predictions import Predictions, compare_parts, intervals
 from ..evaluate.sparse import write_sparse
 from ..models import load_model, save_model
 from ..models.io import safe_torch_load
@@ -21,7 +22,7 @@ from ..train.data import calibration_batches
 from ..train.loop import fit, loss_fn, resolve_device, seed_everything
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
-from .train import evaluate_parts, split_batches
+from .train import evaluate_parts, record_predictions, score_parts, split_batches
 
 CPU = torch.device("cpu")
 
@@ -72,9 +73,11 @@ def model_facts(model, spec, model_file: Path, sparse_file: Path, cfg: Config) -
     return facts
 
 
-def _scores(model, prepared, spec, cfg: Config) -> dict:
-    parts = evaluate_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=("val", "test"))
-    return {f"{p}_{k}": parts[p][k] for p in parts for k in ("accuracy", "macro_f1", "map", "loss") if k in parts[p]}
+def _scores(model, prepared, spec, cfg: Config) -> tuple[dict, dict[str, Predictions]]:
+    """(val_/test_ accuracy, macro-F1, mAP, loss; per-item predictions per part)."""
+    parts = score_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=("val", "test"))
+    scores = {f"{p}_{k}": m[k] for p, (m, _) in parts.items() for k in ("accuracy", "macro_f1", "map", "loss") if k in m}
+    return scores, {p: pred for p, (_, pred) in parts.items()}
 
 
 def _changes(before: dict, after: dict) -> dict:
@@ -101,7 +104,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     with stage_run("prune", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
         seed_everything(cfg.seed, cfg.train.deterministic)
         model, spec = load_model(model_run / "model")
-        before = _scores(model, prepared, spec, cfg)
+        before, before_preds = _scores(model, prepared, spec, cfg)
+        before |= intervals(before_preds, cfg.eval.interval)
         before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
         ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
         steps = prune_model(model, ctx)
@@ -110,7 +114,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                                                 **cfg.prune.model_dump(mode="json")}]
         spec.shapes = record_shapes(model)
         save_model(model, spec, run.path / "model")
-        after = _scores(model, prepared, spec, cfg)
+        after, after_preds = _scores(model, prepared, spec, cfg)
+        saved = record_predictions(run.path, after_preds, cfg.eval.interval)  # before: the parent's own files
+        after |= {k: v for k, v in saved.items() if k != "predictions"}
         after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
         structured = cfg.prune.method != "magnitude"
         metrics = {
@@ -121,6 +127,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "layer_ratios": layer_ratios, "steps": steps,
             "history": [r for s in steps for r in s.get("history", [])],
             **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
+            "predictions": saved["predictions"],
+            # after - before on the same items: paired bootstrap interval and McNemar's exact test
+            "vs_parent": compare_parts(before_preds, after_preds, cfg.eval.interval),
         }
         run.write_metrics(metrics)
     return run

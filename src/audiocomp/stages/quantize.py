@@ -1,6 +1,7 @@
 """`audiocomp quantize --from RUN`: quantize a trained or pruned model run into a new run.
 
-Calibrates on training-split batches only, evaluates float and quantized models on the same test items,
+Calibrates on training-split batches only, evaluates float and quantized models on the same test items
+(per-item predictions of both saved, accuracy intervals and the paired difference with McNemar's test),
 measures size on disk, parameters covered, per-layer SQNR and batch-1 single-thread latency, and fails
 loudly when accuracy collapses towards chance (LESSONS.md #5) unless degraded results are allowed.
 """
@@ -18,6 +19,7 @@ from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
 from ..evaluate.latency import cpu_latency
+from ..evaluate.predictions import compare_parts
 from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
@@ -25,7 +27,7 @@ from ..train.data import calibration_batches, calibration_rows
 from ..train.loop import nondeterminism_allowed
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
-from .train import evaluate_parts, split_batches
+from .train import record_predictions, score_parts, split_batches
 
 
 class DegradedError(RunError):
@@ -90,9 +92,13 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
         parts = ("test",) if split["test"] else ("val",)
-        before = evaluate_parts(float_model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, parts=parts)
-        after = evaluate_parts(qmodel, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, parts=parts)
+        device = torch.device("cpu")
+        scored_float, scored = (score_parts(m, prepared, spec, device, cfg.eval.batch_size, parts=parts)
+                                for m in (float_model, qmodel))
+        before, after = ({p: m for p, (m, _) in result.items()} for result in (scored_float, scored))
         part = parts[0]
+        # per-item predictions of both models on the same rows: intervals and the paired difference
+        float_preds, preds = ({p: pred for p, (_, pred) in result.items()} for result in (scored_float, scored))
         float_bytes = artifact_path(model_run / "model").stat().st_size
         quant_bytes = artifact_path(folder, spec).stat().st_size
         metrics = {
@@ -108,6 +114,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "latency_batch1_1thread": latencies(float_model, artifact_path(folder, spec), spec, qc.backend,
                                                 qc.latency_runs),
             **{k: v for k, v in report.items() if k != "onnx_quantized_elements"},
+            **record_predictions(run.path, preds, cfg.eval.interval),
+            **record_predictions(run.path, float_preds, cfg.eval.interval, prefix="float_"),
+            "vs_parent": compare_parts(float_preds, preds, cfg.eval.interval),
         }
         fa, qa = metrics[f"float_{part}_accuracy"], metrics[f"{part}_accuracy"]
         if fa is not None and qa is not None:

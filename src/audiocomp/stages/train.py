@@ -17,7 +17,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, IntervalConfig
+from ..evaluate.predictions import Predictions, file_name as predictions_file, intervals
 from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
 from ..models.io import load_pretrained, safe_torch_load
 from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
@@ -53,9 +54,10 @@ def split_batches(prepared: prepare_stage.Prepared, part: str, batch_size: int, 
                         shuffle=shuffle, seed=seed, **kw)
 
 
-def evaluate_parts(model, prepared, spec: ModelSpec, device, batch_size: int, split_index: int = 0,
-                   parts=("train", "val", "test")) -> dict:
-    """Accuracy-style metrics of `model` on each split part (without the confusion details)."""
+def score_parts(model, prepared, spec: ModelSpec, device, batch_size: int, split_index: int = 0,
+                parts=("train", "val", "test")) -> dict[str, tuple[dict, Predictions]]:
+    """(accuracy-style metrics without the confusion details, per-item predictions) of `model` on each
+    non-empty split part."""
     out = {}
     for part in parts:
         rows = prepared.split(split_index)[part]
@@ -65,8 +67,27 @@ def evaluate_parts(model, prepared, spec: ModelSpec, device, batch_size: int, sp
                                                device, spec.multilabel)
         m = score_metrics(scores, targets, spec.num_classes, spec.multilabel)
         keep = {k: v for k, v in m.items() if isinstance(v, float) or k == "per_class_ap"}
-        out[part] = keep | {"loss": loss, "items": len(rows)}
+        pred = Predictions.of_split(prepared.store, prepared.split(split_index), part, scores, targets)
+        out[part] = (keep | {"loss": loss, "items": len(rows)}, pred)
     return out
+
+
+def evaluate_parts(model, prepared, spec: ModelSpec, device, batch_size: int, split_index: int = 0,
+                   parts=("train", "val", "test")) -> dict:
+    """Accuracy-style metrics of `model` on each split part (without the confusion details)."""
+    return {p: m for p, (m, _) in score_parts(model, prepared, spec, device, batch_size, split_index, parts).items()}
+
+
+def record_predictions(folder: Path, preds: dict[str, Predictions], icfg: IntervalConfig, prefix: str = "") -> dict:
+    """Save each part's predictions as `<prefix>predictions-<part>.npz` in `folder`; return the metrics that
+    point to them: `<prefix><part>_accuracy_ci` (accuracy with its bootstrap interval, single-label sets)
+    and `<prefix>predictions: {part: file name}`."""
+    out: dict = {f"{prefix}predictions": {}}
+    for part, pred in preds.items():
+        name = predictions_file(part, prefix)
+        pred.save(folder / name)
+        out[f"{prefix}predictions"][part] = name
+    return out | {f"{prefix}{k}": v for k, v in intervals(preds, icfg).items()}
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -103,11 +124,13 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     model.load_state_dict(safe_torch_load(ckpt / "best.pt"))
     model.cpu().eval()
     save_model(model, spec, out / "model")
-    parts = evaluate_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
+    scored = score_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
     metrics = {
         "model": spec.name, "parameters": count_parameters(model), "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": cfg.train.monitor,
-        "history": result.history, **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
+        "history": result.history, **{f"{p}_{k}": v for p, (m, _) in scored.items() for k, v in m.items()},
+        # the chosen model's per-item predictions on validation and test (the training part is not kept)
+        **record_predictions(out, {p: pred for p, (_, pred) in scored.items() if p != "train"}, cfg.eval.interval),
     }
     if skipped is not None:
         metrics["pretrained"] = {"path": cfg.model.weights, "not_loaded": skipped}

@@ -1,0 +1,83 @@
+"""predictions-<part>.npz: round trip, which groups the bootstrap resamples, pairing across stores by item."""
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from audiocomp.config import IntervalConfig
+from audiocomp.datasets.base import Item
+from audiocomp.evaluate.predictions import Predictions, compare, interval, item_keys, same_items, sampling_groups
+from audiocomp.evaluate.stats import paired_difference
+from audiocomp.runs import RunError
+
+
+def store(items, name="synth-abc"):
+    return SimpleNamespace(items=items, path=Path("/stores") / name)
+
+
+def clips(n, group=lambda i: None, segments=1):
+    return [Item(path=f"c{i}.wav", target=i % 3, group=group(i), start_s=float(k), end_s=float(k + 1))
+            for i in range(n) for k in range(segments)]
+
+
+def test_round_trip_is_exact_and_atomic(tmp_path):
+    items = clips(6)
+    split = {"train": [0, 1, 2], "val": [], "test": [5, 3, 4]}
+    scores = np.random.default_rng(0).random((3, 3)).astype(np.float32)
+    pred = Predictions.of_split(store(items), split, "test", scores, np.array([2, 0, 1]))
+    path = pred.save(tmp_path / "predictions-test.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions-test.npz"]  # no temp file, no .npz.npz
+    back = Predictions.load(path)
+    assert back.part == "test" and back.store == "synth-abc" and back.groups is None
+    assert back.rows.tolist() == [5, 3, 4] and back.keys.tolist() == ["c5.wav|0.0|1.0|0", "c3.wav|0.0|1.0|0",
+                                                                      "c4.wav|0.0|1.0|0"]
+    assert np.array_equal(back.scores, scores) and back.scores.dtype == np.float32
+    assert back.correct.tolist() == (scores.argmax(1) == [2, 0, 1]).tolist()
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(RunError, match="bad.npz: not a predictions file"):
+        Predictions.load(tmp_path / "bad.npz")
+
+
+def test_groups_are_resampled_only_when_the_split_keeps_them_whole():
+    # segments of one clip (2 per clip) kept in one part: the clips are what was drawn into the test part
+    seg = clips(6, group=lambda i: f"clip{i}", segments=2)
+    whole = {"train": [0, 1, 2, 3, 4, 5, 6, 7], "val": [], "test": [8, 9, 10, 11]}
+    assert sampling_groups(seg, whole, "test").tolist() == ["clip4", "clip4", "clip5", "clip5"]
+    # FSDD-like: a few takes of every speaker in test, the other takes in train -> items are the draws
+    takes = clips(12, group=lambda i: f"speaker{i % 3}")
+    assert sampling_groups(takes, {"train": list(range(9)), "val": [], "test": [9, 10, 11]}, "test") is None
+    # no groups at all, or every item its own group
+    assert sampling_groups(clips(4), {"train": [0, 1], "val": [], "test": [2, 3]}, "test") is None
+    own = clips(4, group=lambda i: f"g{i}")
+    assert sampling_groups(own, {"train": [0, 1], "val": [], "test": [2, 3]}, "test") is None
+    assert len(set(item_keys(seg))) == len(seg)  # segments of one file have distinct keys
+
+
+def test_pairs_by_item_across_stores_and_refuses_other_items():
+    items = clips(8)
+    rng = np.random.default_rng(1)
+    y = np.array([it.target for it in items])[[4, 5, 6, 7]]
+    a = Predictions.of_split(store(items, "mel"), {"train": [], "val": [], "test": [4, 5, 6, 7]}, "test",
+                             rng.random((4, 3)), y)
+    # the same clips in another store (raw audio), rows in another order
+    raw_items = [items[i] for i in (7, 6, 5, 4, 0, 1, 2, 3)]
+    b = Predictions.of_split(store(raw_items, "raw"), {"train": [], "val": [], "test": [0, 1, 2, 3]}, "test",
+                             rng.random((4, 3)), y[::-1])
+    order = same_items(a, b)
+    assert b.keys[order].tolist() == a.keys.tolist()
+    d = compare(a, b, IntervalConfig(n_boot=500, seed=3))
+    assert d == paired_difference(a.correct, b.correct[order], None, 500, 3)
+    other = Predictions.of_split(store(items), {"train": [], "val": [], "test": [0, 1, 2, 3]}, "test",
+                                 rng.random((4, 3)), np.array([it.target for it in items[:4]]))
+    assert compare(a, other) is None
+    wrong = Predictions(b.part, b.rows, b.keys, (b.targets + 1) % 3, b.scores)
+    with pytest.raises(RunError, match="disagree on their targets"):
+        compare(a, wrong)
+
+
+def test_multilabel_predictions_have_no_accuracy_interval():
+    items = [Item(path=f"c{i}.wav", target=(0, 1)) for i in range(3)]
+    pred = Predictions.of_split(store(items), {"train": [], "val": [], "test": [0, 1, 2]}, "test",
+                                np.full((3, 2), 0.5), np.ones((3, 2), np.float32))
+    assert pred.correct is None and interval(pred) is None and compare(pred, pred) is None
