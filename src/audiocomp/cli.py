@@ -454,8 +454,9 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipelin
         sub = sweep_slurm.submit(plan, resume=resume)
         for job_id, slurm_id in sub.ids.items():
             typer.echo(f"{slurm_id:>12s}  {job_id}")
-        typer.echo(f"submitted {len(sub.ids)} jobs -> {plan.out / 'sweep.json'}\ncancel: {sub.cancel}\n"
-                   f"when they have finished: audiocomp sweep {sweep_file} --collect")
+        typer.echo(f"submitted {len(sub.ids)} jobs -> {plan.out / 'sweep.json'}\ncancel: {sub.cancel}" if sub.ids
+                   else "nothing to submit: every combination has finished")
+        typer.echo(f"then: audiocomp sweep {sweep_file} --collect")
         return
     elif executor is Executor.ray:
         from .stages import sweep_ray

@@ -108,7 +108,10 @@ def run_job(job: Job, *parents: dict) -> dict:
 
 
 def blocked(job: Job | Combo, parent: str, why: str = "") -> dict:
-    return {"id": job.id, "status": "failed", "error": f"not run: job {parent} failed" + (f" ({why})" if why else "")}
+    """The result of a job not run because `parent` failed (with `why`; a parent that was itself not run
+    passes its own reason on, so the error names the job that really failed)."""
+    error = why if why.startswith("not run:") else f"not run: job {parent} failed" + (f" ({why})" if why else "")
+    return {"id": job.id, "status": "failed", "error": error}
 
 
 def job_records(jobs: list[Job]) -> list[dict]:

@@ -30,6 +30,8 @@ def run(sweep: Sweep, address: Optional[str] = None, resume: bool = False, progr
     jobs = build(sweep, threads, resume)
     ledger = Ledger(sweep, "ray", threads, resume, address=address, gpus_per_job=sweep.spec.resources.gpus,
                     jobs=job_records(jobs))
+    if not jobs:  # everything finished already
+        return ledger.close()
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
