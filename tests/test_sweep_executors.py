@@ -122,6 +122,7 @@ FAKE_SLURM = """#!/bin/sh
 # sbatch: keep the script, answer like Slurm with the next job id
 n=$(( $(cat "$CAPTURE/last" 2>/dev/null || echo 1000) + 1 ))
 echo $n > "$CAPTURE/last"
+if [ "$n" = "$REFUSE" ]; then echo "sbatch: error: invalid partition specified: gpu" >&2; exit 1; fi
 cp "$1" "$CAPTURE/$n.sh"
 echo "Submitted batch job $n"
 """
@@ -187,6 +188,17 @@ def test_slurm_submission_writes_arrays_with_afterok_dependencies(tmp_path, tiny
     result = CliRunner().invoke(app, ["sweep", str(path), *where, "--collect"])
     assert result.exit_code == 1 and "sweep incomplete: 0 done, 0 skipped, 0 failed, 3 pending" in result.output
     assert json.loads((tmp_path / "out" / "sweep.json").read_text())["jobs"][0]["slurm_id"] == "1001"
+
+    # sbatch refuses the second submission: one line, and what went in is recorded with its cancel command
+    monkeypatch.setenv("REFUSE", "1005")
+    out = tmp_path / "refused"
+    result = CliRunner().invoke(app, ["sweep", str(path), "--executor", "slurm", "--runs-dir", str(tmp_path / "runs"),
+                                      "--out", str(out)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (  # (above it, submitit echoes sbatch's stderr)
+        f"error: sbatch failed for {train}: sbatch: error: invalid partition specified: "
+                                      "gpu; already submitted, cancel with: scancel 1004")
+    assert json.loads((out / "sweep.json").read_text())["status"] == "submission failed"
 
     missing = make_sweep(tmp_path, tiny_overrides, "grid: {eval.top_k: [1, 2]}", "no-time.yaml")
     with pytest.raises(ConfigError, match="slurm.time: required by --executor slurm"):

@@ -83,10 +83,21 @@ def submit(sweep: Sweep, resume: bool = False, cluster: str = "slurm") -> Submis
                     finished[j.id] = record(ledger, j, blocked(j, failed[0].get("id", "?"), failed[0].get("error", "")))
                 continue
         ex = executor(submitit, sweep, sub.folder, cluster, threads, [sub.ids[d] for d in parents])
-        for j, handle in zip(group, ex.map_array(run_job, group)):
+        try:
+            handles = ex.map_array(run_job, group)
+        except Exception as exc:  # sbatch refused (a bad partition, time over the limit): keep what went in
+            _save(ledger, sub, "submission failed")
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            raise RunError(f"sbatch failed for {group[0].id}: {why}"
+                           + (f"; already submitted, cancel with: {sub.cancel}" if sub.ids else "")) from None
+        for j, handle in zip(group, handles):
             sub.ids[j.id], sub.handles[j.id] = handle.job_id, handle
+    _save(ledger, sub, "submitted")
+    return sub
+
+
+def _save(ledger: Ledger, sub: Submission, status: str) -> None:
     for entry in ledger.summary["jobs"]:
         entry["slurm_id"] = sub.ids.get(entry["id"])
-    ledger.summary.update(status="submitted", cancel=sub.cancel if sub.ids else None)
+    ledger.summary.update(status=status, cancel=sub.cancel if sub.ids else None)
     ledger.save()
-    return sub
