@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from audiocomp.config import load_config
-from audiocomp.runs import Run
 from audiocomp.stages import pipeline
 from audiocomp.stages.common import default_name, stage_run
 from audiocomp.tracking import TrackingWarning, artifact_files

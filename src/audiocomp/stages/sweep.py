@@ -15,22 +15,17 @@ Every combination is one `audiocomp run` process (the same command `--emit-comma
 scheduler), writing `<out>/combos/<id>/pipeline.json` and a log. Stages shared between combinations (one
 training run for three sparsities) are computed once: run names are content hashes and a claim lock makes
 the other combinations wait and reuse. `<out>/sweep.json` summarises; `<out>/report/` tabulates all runs.
-This module runs the processes locally; sweep_jobs.py turns the plan into a job graph for Ray and Slurm.
+This module runs the processes locally; sweep_jobs.py runs and records jobs, and turns the plan into
+a job graph for Ray and Slurm.
 """
 from __future__ import annotations
 
 import concurrent.futures as futures
-import contextlib
 import itertools
 import json
 import os
 import re
 import shlex
-import signal
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -38,7 +33,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Config, ConfigError, read_yaml
-from ..runs import RunError, atomic_write_json, read_json, runs_root
+from ..runs import RunError, read_json, runs_root
 from . import pipeline as pipeline_stage
 from .common import print_fn
 
@@ -253,98 +248,12 @@ def emit_commands(sweep: Sweep, dest: Path, jobs: int, resume: bool) -> int:
     return len(cmds)
 
 
-def _last_line(log: Path) -> str:
-    try:
-        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
-    return (errors or lines or [""])[-1][:500]
-
-
-def run_logged(args: list[str], log: Path, threads: int, cwd: Optional[str] = None) -> dict:
-    """Run `audiocomp ARGS` in a child process with `threads` threads, its output into `log` (relative to
-    `cwd`); return status, returncode, log, seconds and, when it failed, the error line. An interrupt of the
-    caller (a cancelled Ray task) is passed on, so the child marks its run failed before it exits."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    src = str(Path(__file__).resolve().parents[2])  # children import this same audiocomp
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
-    log = Path(cwd or "") / log
-    log.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(log, "w", encoding="utf-8") as fh:
-        mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])  # a Ray worker blocks it; children inherit
-        try:
-            child = subprocess.Popen([sys.executable, "-m", "audiocomp", *args], env=env, cwd=cwd, stdout=fh,
-                                     stderr=subprocess.STDOUT)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        try:
-            rc = None
-            while rc is None:  # short waits, not one blocking call: a cancelled Ray task's interrupt lands here
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    rc = child.wait(timeout=1)
-        except BaseException:
-            child.send_signal(signal.SIGINT)
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            raise
-    rec = {"status": "done" if rc == 0 else "failed", "returncode": rc, "log": str(log),
-           "seconds": round(time.perf_counter() - t0, 1)}
-    if rc != 0:
-        rec["error"] = _last_line(log)
-    return rec
-
-
-class Ledger:
-    """`<out>/sweep.json`: what each combination did (and, under Ray or Slurm, each job), saved at every change."""
-
-    def __init__(self, sweep: Sweep, executor: str, threads: int, resume: bool = False, **extra: Any) -> None:
-        self.sweep = sweep
-        self.lock = threading.Lock()
-        self.records = {c.id: {"id": c.id, "files": c.files, "overrides": c.overrides, "runs": c.run_names,
-                               "status": "skipped" if resume and sweep.finished(c) else "pending",
-                               "out": str(sweep.combo_dir(c))} for c in sweep.combos}
-        self.summary: dict[str, Any] = {
-            "sweep": str(sweep.path), "pipeline": str(sweep.pipeline), "runs_dir": str(sweep.runs_dir),
-            "executor": executor, **extra, "threads_per_job": threads,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
-            "combinations": list(self.records.values())}
-        sweep.out.mkdir(parents=True, exist_ok=True)
-        self.save()
-
-    def todo(self) -> list[Combo]:
-        return [c for c in self.sweep.combos if self.records[c.id]["status"] != "skipped"]
-
-    def update(self, combo_id: str, **fields: Any) -> dict:
-        rec = self.records[combo_id]
-        rec.update(fields)
-        self.save()
-        return rec
-
-    def save(self) -> None:
-        with self.lock:
-            atomic_write_json(self.sweep.out / "sweep.json", self.summary)
-
-    def close(self, status: Optional[str] = None) -> dict:
-        """Counts, the overall status and the report over every run made; returns the summary."""
-        statuses = [r["status"] for r in self.records.values()]
-        counts = {s: statuses.count(s) for s in ("done", "skipped", "failed", *sorted(set(statuses)))}
-        if status is None:
-            finished = counts["done"] + counts["skipped"] == len(statuses)
-            status = "failed" if counts["failed"] else "done" if finished else "incomplete"
-        self.summary.update(counts=counts, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), status=status)
-        self.summary["report"] = write_report(self.sweep, self.records)
-        self.save()
-        return self.summary
-
-
 def run(sweep: Sweep, jobs: Optional[int] = None, resume: bool = False, progress: bool = True,
         quiet: bool = False) -> dict:
     """Run every combination in `jobs` parallel processes; record each result; write sweep.json + report."""
     from tqdm import tqdm
+
+    from .sweep_jobs import Ledger, run_logged
 
     say = print_fn(quiet)
     jobs = jobs or sweep.spec.jobs

@@ -14,8 +14,8 @@ import sys
 from typing import Optional
 
 from .common import print_fn
-from .sweep import Ledger, Sweep
-from .sweep_jobs import Job, build, job_records, need, record, run_job
+from .sweep import Sweep
+from .sweep_jobs import Job, Ledger, build, job_records, need, record, run_job
 
 CANCEL_WAIT_S = 30  # for cancelled tasks to stop their child processes (which mark their runs failed)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from ..config import ConfigError
 from ..runs import RunError
-from .sweep import Ledger, Sweep
-from .sweep_jobs import Job, blocked, build, job_records, need, record, run_job
+from .sweep import Sweep
+from .sweep_jobs import Job, Ledger, blocked, build, job_records, need, record, run_job
 
 LOCAL_TIMEOUT_MIN = 24 * 60  # submitit's local executor kills a job after 2 minutes unless told otherwise
 
