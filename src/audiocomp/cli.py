@@ -1,6 +1,7 @@
 """The `audiocomp` command line: parse options, load the config, open the run, call a stage. No logic here."""
 from __future__ import annotations
 
+import enum
 import functools
 import warnings
 import sys
@@ -414,6 +415,7 @@ def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (b
                  force: Annotated[bool, typer.Option("--force", help="Recompute every stage, even finished ones.")] = False,
                  threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads [default: all cores].")] = None,
                  wait: Annotated[float, typer.Option(help="Seconds to wait for a run another process is making.")] = 3600.0,
+                 until: Annotated[Optional[str], typer.Option("--until", help="Only this stage id and the stages it needs.")] = None,
                  quiet: QuietOpt = False):
     """Run a pipeline of stages (prepare, train, prune, quantize, eval, bench, export, report), reusing finished ones.
 
@@ -424,7 +426,7 @@ def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (b
     from .stages import pipeline as stage
 
     if dry_run:
-        steps = stage.plan(pipeline, set_ or [], config or [])
+        steps = stage.plan(pipeline, set_ or [], config or [], until=until)
         typer.echo("\n".join(stage.describe(steps, runs_dir)))
         return
     if threads:
@@ -432,8 +434,12 @@ def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (b
 
         torch.set_num_threads(threads)
     summary = stage.run(pipeline, set_ or [], runs_dir, out, config or [], force=force, wait=wait, progress=not quiet,
-                        quiet=quiet)
+                        quiet=quiet, until=until)
     typer.echo(f"pipeline done: {len(summary['stages'])} stages -> {out or stage.default_out(pipeline)}")
+
+
+class Executor(str, enum.Enum):
+    local, ray, slurm = "local", "ray", "slurm"
 
 
 @app.command()
@@ -445,29 +451,53 @@ def sweep(sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (a pipelin
           dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the combinations and their commands; run nothing.")] = False,
           resume: Annotated[bool, typer.Option("--resume", help="Skip combinations that already finished.")] = False,
           emit_commands: Annotated[Optional[Path], typer.Option("--emit-commands", help="Write one shell command per combination (for Slurm arrays, CI matrices) and exit.")] = None,
+          executor: Annotated[Executor, typer.Option("--executor", help="local: processes here; ray: Ray tasks (blocks); slurm: submit through submitit and exit.")] = Executor.local,
+          address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (auto: the running one) [default: start a local one].")] = None,
+          collect: Annotated[bool, typer.Option("--collect", help="Gather what the jobs finished into sweep.json and the report; run nothing.")] = False,
           quiet: QuietOpt = False):
     """Run a pipeline for every combination of a grid or list of overrides; write sweep.json and a report.
 
-    Exit code 1 when any combination failed (the others still run).
+    With `--executor ray` or `slurm`, each run that combinations share is one job and each combination one
+    job after it. Exit code 1 when any combination failed (the others still run).
 
     Example: `audiocomp sweep configs/sweeps/demo-models.yaml --jobs 2`
     """
     from .stages import sweep as stage
+    from .stages import sweep_jobs
 
     plan = stage.load(sweep_file, runs_dir, out, set_ or [])
     jobs = jobs or plan.spec.jobs
     if dry_run:
-        typer.echo("\n".join(stage.dry_run(plan, jobs, resume)))
+        lines = (stage.dry_run(plan, jobs, resume) if executor is Executor.local
+                 else sweep_jobs.describe(sweep_jobs.build(plan, plan.spec.resources.cpus or 1, resume)))
+        typer.echo("\n".join(lines))
         return
     if emit_commands:
         n = stage.emit_commands(plan, emit_commands, jobs, resume)
         typer.echo(f"wrote {n} commands to {emit_commands}")
         return
-    summary = stage.run(plan, jobs, resume=resume, progress=not quiet, quiet=quiet)
+    if collect:
+        summary = sweep_jobs.collect(plan)
+    elif executor is Executor.slurm:
+        from .stages import sweep_slurm
+
+        sub = sweep_slurm.submit(plan, resume=resume)
+        for job_id, slurm_id in sub.ids.items():
+            typer.echo(f"{slurm_id:>12s}  {job_id}")
+        typer.echo(f"submitted {len(sub.ids)} jobs -> {plan.out / 'sweep.json'}\ncancel: {sub.cancel}" if sub.ids
+                   else "nothing to submit: every combination has finished")
+        typer.echo(f"then: audiocomp sweep {sweep_file} --collect")
+        return
+    elif executor is Executor.ray:
+        from .stages import sweep_ray
+
+        summary = sweep_ray.run(plan, address, resume=resume, progress=not quiet, quiet=quiet)
+    else:
+        summary = stage.run(plan, jobs, resume=resume, progress=not quiet, quiet=quiet)
     c = summary["counts"]
-    typer.echo(f"sweep {summary['status']}: {c['done']} done, {c['skipped']} skipped, {c['failed']} failed "
-               f"-> {plan.out / 'sweep.json'}" + (f"; report: {summary['report']}" if summary.get("report") else ""))
-    if c["failed"]:
+    typer.echo(f"sweep {summary['status']}: " + ", ".join(f"{n} {s}" for s, n in c.items())
+               + f" -> {plan.out / 'sweep.json'}" + (f"; report: {summary['report']}" if summary.get("report") else ""))
+    if summary["status"] != "done":
         raise typer.Exit(1)
 
 

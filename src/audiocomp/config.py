@@ -175,6 +175,19 @@ class ReportConfig(Section):
     published: dict[str, Optional[str]] = Field(default_factory=dict)
 
 
+class TrackingConfig(Section):
+    """A view of each run in an experiment tracker (tracking.py); changes no result, so it names no run."""
+    mlflow: bool = False
+    mlflow_uri: Optional[str] = None  # None: sqlite:///<runs dir>/mlflow.db (the MLflow UI needs no server)
+    experiment: str = Field("audiocomp", min_length=1)  # MLflow experiment name
+    tensorboard: bool = False  # event files in <run>/tensorboard/
+    log_models: bool = False  # copy model files to MLflow; otherwise the run dir is referenced by a tag
+
+
+# sections that change no result: never part of a run name or any other content hash
+UNHASHED = ("tracking",)
+
+
 class Config(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -187,6 +200,7 @@ class Config(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -195,11 +209,9 @@ class Config(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def section_hash(self, *sections: str) -> str:
-        """Short stable hash of the named sections (all when none): names runs and feature stores."""
+        """Short stable hash of the named sections (all but UNHASHED when none): names runs and feature stores."""
         data = self.to_dict()
-        if sections:
-            data = {s: data[s] for s in sections}
-        return stable_hash(data)
+        return stable_hash({s: data[s] for s in sections or data if s not in UNHASHED})
 
 
 def stable_hash(obj: Any, length: int = 10) -> str:

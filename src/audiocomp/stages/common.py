@@ -5,6 +5,7 @@ import contextlib
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
+from .. import tracking
 from ..config import Config
 from ..runs import Run, RunError, runs_root
 
@@ -16,15 +17,21 @@ def default_name(stage: str, cfg: Config) -> str:
 @contextlib.contextmanager
 def stage_run(stage: str, cfg: Config, name: str, runs_dir: Optional[str | Path] = None, *, force: bool = False,
               resume: bool = False, parents: list[Run] = (), device: str = "cpu") -> Iterator[Run]:
-    """Create/lock the run, mark it running, and mark it done or failed (with the error) at the end."""
+    """Create/lock the run, mark it running, and mark it done or failed (with the error) at the end; the
+    `tracking:` section's trackers (none by default) mirror it from start to finish."""
     run = Run.create(name, stage, runs_dir, force=force, resume=resume)
+    tracker = None
     try:
         run.start(stage, cfg, parents, device=device)
+        tracker = tracking.start(stage, cfg, run, parents, resume)
         yield run
         run.finish()
+        tracker.finish(run, "FINISHED")
     except BaseException as exc:
         with contextlib.suppress(Exception):
             run.fail(exc if not isinstance(exc, KeyboardInterrupt) else "interrupted (KeyboardInterrupt)")
+        if tracker is not None:
+            tracker.finish(run, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     finally:
         run.unlock()

@@ -28,6 +28,7 @@ import importlib
 import inspect
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
@@ -161,12 +162,28 @@ def _keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _model_at(top: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+    """The model that holds the key at `loc` (list indices skipped), for the allowed keys of an error."""
+    model = top
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        kinds = [field.annotation, *typing.get_args(field.annotation)]
+        model = next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+        if model is None:
+            return None
+    return model
+
+
 def schema_error(exc: ValidationError, path: Path, top: type[BaseModel], item: type[BaseModel]) -> ConfigError:
     """The most useful error of a pipeline/sweep file as one line: unknown keys first, with a hint."""
     err = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] == "extra_forbidden":
-        allowed = _keys(top if len(err["loc"]) == 1 else item)
+        allowed = _keys(_model_at(top, err["loc"][:-1]) or item)
         hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
         return ConfigError(f"{path}: {loc}: unknown key" + (f"; did you mean '{hint[0]}'?" if hint else "")
                            + f" (allowed: {', '.join(allowed)})")
@@ -288,10 +305,12 @@ def _check_names(st: StageSpec, cfg: Config, path: Path) -> None:
                               f"(known: {', '.join(registry.names())})")
 
 
-def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = (), check: bool = True) -> list[Step]:
+def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = (), check: bool = True,
+         until: Optional[str] = None) -> list[Step]:
     """Resolve every stage's config and run name without doing any work (validates everything).
     `files` are extra config files applied after the pipeline's `base` (e.g. a dataset for a sweep).
-    `check=False` skips the checks that need the stage modules, datasets and models to be installed."""
+    `check=False` skips the checks that need the stage modules, datasets and models to be installed.
+    `until`: only that stage and the stages it needs (a sweep's job for a run several combinations share)."""
     path = Path(path)
     spec = load_pipeline(path)
     for st in spec.stages if check else ():
@@ -312,6 +331,11 @@ def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = (), ch
             parents = ancestors(parents) if parents else list(steps.values())
         name = run_name(st.stage, cfg, parents) if STAGES[st.stage].makes_run else None
         steps[st.id] = Step(st, cfg, name, parents)
+    if until is not None:
+        if until not in steps:
+            raise ConfigError(f"{path}: --until {until}: no stage with that id (ids: {', '.join(steps)})")
+        needed = {s.spec.id for s in ancestors(steps[until].parents)} | {until}
+        return [s for s in steps.values() if s.spec.id in needed]
     return list(steps.values())
 
 
@@ -388,11 +412,12 @@ def default_out(path: Path) -> Path:
 
 def run(path: Path | str, overrides: list[str] = (), runs_dir: Optional[Path] = None,
         out: Optional[Path] = None, files: list[Path] = (), *, force: bool = False, wait: float = 3600.0, progress: bool = True,
-        quiet: bool = False) -> dict:
-    """Run (or reuse) every stage of the pipeline; write `<out>/pipeline.json`; return that summary."""
+        quiet: bool = False, until: Optional[str] = None) -> dict:
+    """Run (or reuse) every stage of the pipeline (with `until`: that stage and what it needs); write
+    `<out>/pipeline.json`; return that summary."""
     say = print_fn(quiet)
     path = Path(path)
-    steps = plan(path, overrides, files)
+    steps = plan(path, overrides, files, until=until)
     runs_dir = runs_root(runs_dir)
     out = Path(out or default_out(path))
     summary: dict[str, Any] = {"pipeline": str(path), "overrides": list(overrides),

@@ -8,6 +8,7 @@ from typing import Optional
 
 import torch
 
+from .. import tracking
 from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
 from ..config import Config, ConfigError, stable_hash
 from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
@@ -41,8 +42,13 @@ def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, floa
         ckpt.mkdir(parents=True, exist_ok=True)
         train = split_batches(prepared, "train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
         val = split_batches(prepared, "val", ft_cfg.batch_size) if split["val"] else None
-        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
-                     log=lambda r: run.append_jsonl("metrics.jsonl", {"step": tag, **r}), device=device, progress=progress)
+
+        def log(record: dict) -> None:
+            run.append_jsonl("metrics.jsonl", {"step": tag, **record})
+            tracking.log_epoch(record, f"epoch/{tag}/")
+
+        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt, log=log, device=device,
+                     progress=progress)
         model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
         (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
         return [{"step": tag, **r} for r in result.history]

@@ -8,10 +8,15 @@
     runs:                           # and/or explicit combinations (crossed with the grid)
       - {name: esc50, config: [../data/esc50.yaml], set: [train.epochs=30]}
 
+    resources: {cpus: 2, gpus: 1}   # per job: threads and GPUs (a GPU sets train.device=cuda)
+    slurm: {partition: gpu, time: "4:00:00", gpus_per_task: 1, array_parallelism: 8}
+
 Every combination is one `audiocomp run` process (the same command `--emit-commands` writes for a
 scheduler), writing `<out>/combos/<id>/pipeline.json` and a log. Stages shared between combinations (one
 training run for three sparsities) are computed once: run names are content hashes and a claim lock makes
 the other combinations wait and reuse. `<out>/sweep.json` summarises; `<out>/report/` tabulates all runs.
+This module runs the processes locally; sweep_jobs.py runs and records jobs, and turns the plan into
+a job graph for Ray and Slurm.
 """
 from __future__ import annotations
 
@@ -21,18 +26,14 @@ import json
 import os
 import re
 import shlex
-import subprocess
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Config, ConfigError, read_yaml
-from ..runs import RunError, atomic_write_json, read_json, runs_root
+from ..runs import RunError, read_json, runs_root
 from . import pipeline as pipeline_stage
 from .common import print_fn
 
@@ -45,6 +46,43 @@ class SweepEntry(BaseModel):
     set: list[str] = Field(default_factory=list)
 
 
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: Optional[int] = Field(None, ge=1)  # CPUs (torch threads) per job [local: cores / jobs; ray, slurm: 1]
+    gpus: float = Field(0, ge=0)  # GPUs per job (Ray may share one: 0.5); any GPU sets train.device=cuda
+
+
+class SlurmOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partition: Optional[str] = None
+    time: Union[int, str, None] = None  # per job: minutes or [D-]HH:MM[:SS]; required by --executor slurm
+    gpus_per_task: Optional[int] = Field(None, ge=0)  # default: resources.gpus rounded up
+    array_parallelism: Optional[int] = Field(None, ge=1)  # array tasks running at once [default: all]
+
+    @field_validator("time")
+    @classmethod
+    def _minutes(cls, value: Union[int, str, None]) -> Optional[int]:
+        """Slurm's formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) as whole minutes."""
+        if value is None or isinstance(value, int):
+            if value is not None and value < 1:
+                raise ValueError("at least 1 minute")
+            return value
+        m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", value.strip())
+        if not m:
+            raise ValueError("expected minutes or [D-]HH:MM:SS")
+        days, a, b, c = (int(x) if x else 0 for x in m.groups())
+        if m.group(1) is None and m.group(4) is None:  # MM or MM:SS
+            hours, minutes, seconds = 0, a, b
+        else:  # HH:MM:SS or D-HH[:MM[:SS]]
+            hours, minutes, seconds = a, b, c
+        total = days * 1440 + hours * 60 + minutes + (seconds > 0)
+        if total < 1:
+            raise ValueError("at least 1 minute")
+        return total
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +92,8 @@ class SweepSpec(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)  # key -> values (cartesian product)
     runs: list[SweepEntry] = Field(default_factory=list)  # explicit override sets
     jobs: int = Field(1, ge=1)  # parallel processes (the --jobs option wins)
+    resources: Resources = Field(default_factory=Resources)
+    slurm: SlurmOptions = Field(default_factory=SlurmOptions)
 
     @field_validator("grid")
     @classmethod
@@ -62,6 +102,10 @@ class SweepSpec(BaseModel):
             if not values:
                 raise ValueError(f"grid key {key!r} has no values")
         return grid
+
+    @property
+    def gpus(self) -> float:
+        return max(self.resources.gpus, self.slurm.gpus_per_task or 0)
 
 
 @dataclass
@@ -94,7 +138,9 @@ def _join(here: Path, rel: str) -> str:
 
 def combinations(spec: SweepSpec, here: Path = Path("."), extra: list[str] = ()) -> list[Combo]:
     """Explicit entries crossed with the grid, in a stable order; ids are `NNN-<values>`.
-    Entry config files are relative to the sweep file (`here`); `extra` overrides come last."""
+    Entry config files are relative to the sweep file (`here`); `extra` overrides come last; a GPU request
+    comes first (so any explicit train.device wins)."""
+    first = ["train.device=cuda"] if spec.gpus else []
     keys = list(spec.grid)
     grid = [dict(zip(keys, values)) for values in itertools.product(*spec.grid.values())]
     combos = []
@@ -103,7 +149,7 @@ def combinations(spec: SweepSpec, here: Path = Path("."), extra: list[str] = ())
             sets = [f"{k}={json.dumps(v)}" for k, v in point.items()]  # JSON is valid YAML for --set
             label = "_".join(p for p in [entry.name or "", *(_slug(str(v)) for v in point.values())] if p)
             combos.append(Combo(f"{len(combos):03d}-{_slug(label) if label else 'base'}",
-                                [*spec.set, *entry.set, *sets, *extra], [_join(here, f) for f in entry.config]))
+                                [*first, *spec.set, *entry.set, *sets, *extra], [_join(here, f) for f in entry.config]))
     return combos
 
 
@@ -121,9 +167,17 @@ class Sweep:
     runs_dir: Path
     out: Path
 
-    def argv(self, combo: Combo, threads: int, program: list[str]) -> list[str]:
+    def threads(self, jobs: int) -> int:
+        """Threads per job: resources.cpus, else this machine's cores shared by `jobs` processes."""
+        return self.spec.resources.cpus or threads_per_job(jobs)
+
+    def argv(self, combo: Combo, threads: int, program: list[str], *, until: Optional[str] = None,
+             out: Optional[Path] = None) -> list[str]:
+        """The combination's `audiocomp run` command; with `until`, only that stage and what it needs."""
         cmd = [*program, "run", str(self.pipeline), "--runs-dir", str(self.runs_dir),
-               "--out", str(self.combo_dir(combo)), "--threads", str(threads), "--quiet"]
+               "--out", str(out or self.combo_dir(combo)), "--threads", str(threads), "--quiet"]
+        if until:
+            cmd += ["--until", until]
         for f in combo.files:
             cmd += ["-c", f]
         for expr in combo.overrides:
@@ -169,7 +223,7 @@ def load(path: Path | str, runs_dir: Optional[Path] = None, out: Optional[Path] 
 def dry_run(sweep: Sweep, jobs: int, resume: bool) -> list[str]:
     """The plan as lines: each combination, what it would compute, and the command that runs it."""
     lines, todo = [], set()
-    threads = threads_per_job(jobs)
+    threads = sweep.threads(jobs)
     for c in sweep.combos:
         if resume and sweep.finished(c):
             lines.append(f"{c.id}: finished, skipped (--resume)")
@@ -186,7 +240,7 @@ def dry_run(sweep: Sweep, jobs: int, resume: bool) -> list[str]:
 
 def emit_commands(sweep: Sweep, dest: Path, jobs: int, resume: bool) -> int:
     """One shell command per line (line N = array task N), for a Slurm array or a CI matrix."""
-    threads = threads_per_job(jobs)
+    threads = sweep.threads(jobs)
     cmds = [shlex.join(sweep.argv(c, threads, ["audiocomp"])) for c in sweep.combos
             if not (resume and sweep.finished(c))]
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -194,62 +248,23 @@ def emit_commands(sweep: Sweep, dest: Path, jobs: int, resume: bool) -> int:
     return len(cmds)
 
 
-def _last_line(log: Path) -> str:
-    try:
-        lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    errors = [ln for ln in lines if ln.startswith("error:") or "Error" in ln]
-    return (errors or lines or [""])[-1][:500]
-
-
 def run(sweep: Sweep, jobs: Optional[int] = None, resume: bool = False, progress: bool = True,
         quiet: bool = False) -> dict:
     """Run every combination in `jobs` parallel processes; record each result; write sweep.json + report."""
     from tqdm import tqdm
 
+    from .sweep_jobs import Ledger, run_logged
+
     say = print_fn(quiet)
     jobs = jobs or sweep.spec.jobs
-    threads = threads_per_job(jobs)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    src = str(Path(__file__).resolve().parents[2])  # children import this same audiocomp
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [src, env.get("PYTHONPATH")] if p)
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"sweep": str(sweep.path), "pipeline": str(sweep.pipeline),
-                               "runs_dir": str(sweep.runs_dir), "jobs": jobs, "threads_per_job": threads,
-                               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
-                               "combinations": []}
-    records = {c.id: {"id": c.id, "files": c.files, "overrides": c.overrides, "runs": c.run_names, "status": "pending",
-                      "out": str(sweep.combo_dir(c))} for c in sweep.combos}
-    summary["combinations"] = list(records.values())
-    lock = threading.Lock()
-
-    def save() -> None:
-        with lock:
-            atomic_write_json(sweep.out / "sweep.json", summary)
+    threads = sweep.threads(jobs)
+    ledger = Ledger(sweep, "local", threads, resume, jobs=jobs)
 
     def one(combo: Combo) -> dict:
-        rec = records[combo.id]
-        log = sweep.out / "logs" / f"{combo.id}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
-        with open(log, "w", encoding="utf-8") as fh:
-            rc = subprocess.run(sweep.argv(combo, threads, [sys.executable, "-m", "audiocomp"]), env=env,
-                                stdout=fh, stderr=subprocess.STDOUT).returncode
-        rec.update(status="done" if rc == 0 else "failed", returncode=rc, log=str(log),
-                   seconds=round(time.perf_counter() - t0, 1))
-        if rc != 0:
-            rec["error"] = _last_line(log)
-        save()
-        return rec
+        return ledger.update(combo.id, **run_logged(sweep.argv(combo, threads, []),
+                                                    sweep.out / "logs" / f"{combo.id}.log", threads))
 
-    todo = []
-    for c in sweep.combos:
-        if resume and sweep.finished(c):
-            records[c.id]["status"] = "skipped"
-        else:
-            todo.append(c)
-    save()
+    todo = ledger.todo()
     with futures.ThreadPoolExecutor(max_workers=jobs) as pool, \
             tqdm(total=len(todo), desc="sweep", unit="combo", disable=not progress) as bar:
         for fut in futures.as_completed([pool.submit(one, c) for c in todo]):
@@ -257,12 +272,7 @@ def run(sweep: Sweep, jobs: Optional[int] = None, resume: bool = False, progress
             bar.update(1)
             line = f"{rec['id']}: {rec['status']} ({rec['seconds']:.1f} s)"
             (bar.write if progress else say)(line + (f"  {rec['error']}" if rec.get("error") else ""))
-    counts = {s: sum(r["status"] == s for r in records.values()) for s in ("done", "skipped", "failed")}
-    summary.update(counts=counts, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   status="failed" if counts["failed"] else "done")
-    summary["report"] = write_report(sweep, records)
-    save()
-    return summary
+    return ledger.close()
 
 
 def write_report(sweep: Sweep, records: dict) -> Optional[str]:

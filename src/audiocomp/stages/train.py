@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import tracking
 from ..config import Config, ConfigError, IntervalConfig
 from ..evaluate.predictions import Predictions, file_name as predictions_file, intervals
 from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
@@ -112,9 +113,12 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     ckpt.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
 
+    fold = f"{prepared.split(index)['name']}/" if len(prepared.splits["splits"]) > 1 else ""
+
     def log(record: dict) -> None:
         with open(log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        tracking.log_epoch(record, f"epoch/{fold}")
 
     result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt, log, device,
                  resume=resume, progress=progress, seed=cfg.seed, dist=d,
