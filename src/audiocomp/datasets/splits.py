@@ -101,12 +101,13 @@ def _carve(rest: np.ndarray, items: list[Item], cfg: SplitConfig, rng, unit: str
     return np.setdiff1d(rest, val), val
 
 
-def _how_val(cfg: SplitConfig, unit: str, rest: np.ndarray, items: list[Item], seed: int) -> str:
+def _how_val(cfg: SplitConfig, unit: str, val: np.ndarray, rest: np.ndarray, items: list[Item], seed: int) -> str:
     if cfg.val_fraction <= 0:
         return "none (split.val_fraction: 0): nothing is chosen on validation (last epoch, no sensitivity, no guard)"
     stratified = unit == "item" or _one_class_per_group(rest, _groups(items), _strata(items))
-    by = "by item (segments of one file together)" if unit == "item" else "by whole group"
-    return (f"{100 * cfg.val_fraction:g}% of the training part, {by}"
+    segmented = len(set(_paths(items).tolist())) < len(items)
+    by = ("by item" + (" (segments of one file together)" if segmented else "")) if unit == "item" else "by whole group"
+    return (f"{len(val)} of the {len(rest)} training items (split.val_fraction {cfg.val_fraction:g}), {by}"
             f"{', stratified by class' if stratified else ''}, seed {seed}")
 
 
@@ -135,8 +136,8 @@ def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict:
         rest = np.setdiff1d(idx, test)
         unit = val_unit(test, rest, items, cfg.val_by)
         train, val = _carve(rest, items, cfg, rng, unit, cfg.kind)
-        drawn = {"test": f"{100 * cfg.test_fraction:g}% of the items, {how}, seed {seed}",
-                 "val": _how_val(cfg, unit, rest, items, seed), "train": "the rest"}
+        drawn = {"test": f"{len(test)} of the {len(items)} items (split.test_fraction {cfg.test_fraction:g}), "
+                         f"{how}, seed {seed}", "val": _how_val(cfg, unit, val, rest, items, seed), "train": "the rest"}
         entries.append(_entry(cfg.kind, train, val, test, drawn))
     else:  # folds
         folds = np.array([it.fold if it.fold is not None else -1 for it in items])
@@ -155,7 +156,7 @@ def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict:
             else:
                 unit = val_unit(test, rest, items, cfg.val_by)
                 train, val = _carve(rest, items, cfg, rng, unit, f"fold{f}")
-                how_val = _how_val(cfg, unit, rest, items, seed)
+                how_val = _how_val(cfg, unit, val, rest, items, seed)
             drawn = {"test": f"official fold {f}", "val": how_val, "train": "the other folds" +
                      (" (less the validation part)" if len(val) and cfg.val_fold is None else "")}
             entries.append(_entry(f"fold{f}", train, val, test, drawn, test_fold=int(f)))
