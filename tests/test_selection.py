@@ -108,7 +108,8 @@ def test_changing_the_test_labels_changes_no_choice_and_no_other_number(tmp_path
     for stage in ("train", "prune"):  # the very same weights, not only the same numbers
         wa, wb = (load_model(r[stage].path / "model")[0].state_dict() for r in (a, b))
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), stage
-    assert (a["sensitivity"].path / "sensitivity.csv").read_text() == (b["sensitivity"].path / "sensitivity.csv").read_text()
+    csv_a, csv_b = (r["sensitivity"].path / "sensitivity.csv" for r in (a, b))
+    assert csv_a.read_text() == csv_b.read_text()
 
 
 def test_without_a_validation_part_nothing_is_chosen_and_metrics_say_so(tmp_path, tiny_overrides):
@@ -179,7 +180,8 @@ def test_calibration_uses_exactly_the_recorded_training_rows(tmp_path, tiny_over
     split = prepared.split()
     for stage, run in runs_by_stage.items():
         rows = np.array(run.metrics()["calibration_rows"])
-        assert len(rows) == {"prune": 2 * 16, "quantize": 2 * 8}[stage] and set(rows.tolist()) <= set(split["train"]), stage
+        assert len(rows) == {"prune": 2 * 16, "quantize": 2 * 8}[stage], stage  # batches x batch size
+        assert set(rows.tolist()) <= set(split["train"]), stage
         assert not set(rows.tolist()) & set(split["val"] + split["test"]), stage
         assert fed[stage], stage
         for batches in fed[stage]:

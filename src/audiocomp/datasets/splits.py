@@ -84,7 +84,8 @@ def val_unit(test: np.ndarray, rest: np.ndarray, items: list[Item], val_by: str)
     return "group" if whole and has_real_groups(items) else "item"
 
 
-def _carve(rest: np.ndarray, items: list[Item], cfg: SplitConfig, rng, unit: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _carve(rest: np.ndarray, items: list[Item], cfg: SplitConfig, rng, unit: str,
+           name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validation carved from `rest` by whole groups or by item (segments of one file stay together),
     stratified by class; the rest is the training part. An empty carve is an error, never a silent
     "no validation part": only split.val_fraction: 0 means that."""
@@ -152,13 +153,13 @@ def make_splits(items: list[Item], cfg: SplitConfig, seed: int) -> dict:
             rest = idx[folds != f]
             if cfg.val_fold is not None and cfg.val_fold != f:
                 val, train = rest[folds[rest] == cfg.val_fold], rest[folds[rest] != cfg.val_fold]
-                how_val = f"official fold {cfg.val_fold}"
+                how_val, how_train = f"official fold {cfg.val_fold}", f"the other folds but fold {cfg.val_fold}"
             else:
                 unit = val_unit(test, rest, items, cfg.val_by)
                 train, val = _carve(rest, items, cfg, rng, unit, f"fold{f}")
                 how_val = _how_val(cfg, unit, val, rest, items, seed)
-            drawn = {"test": f"official fold {f}", "val": how_val, "train": "the other folds" +
-                     (" (less the validation part)" if len(val) and cfg.val_fold is None else "")}
+                how_train = "the other folds, less the validation part" if len(val) else "the other folds"
+            drawn = {"test": f"official fold {f}", "val": how_val, "train": how_train}
             entries.append(_entry(f"fold{f}", train, val, test, drawn, test_fold=int(f)))
     for e in entries:
         if not e["train"] or not e["test"]:

@@ -157,8 +157,8 @@ def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = No
 
         sensitivity_plot(rows, run.path / "sensitivity.png", title=f"{model_run.name}: {part} accuracy, one group pruned")
         run.write_metrics({"model": spec.name, "criterion": cfg.prune.criterion, "split": part,
-                           "metric": "map" if spec.multilabel else "accuracy",
-                           "calibration_rows": ctx.calibration_rows, "ratios": cfg.prune.sensitivity_ratios, "layers": len({r["layer"] for r in rows}),
+                           "metric": "map" if spec.multilabel else "accuracy", "calibration_rows": ctx.calibration_rows,
+                           "ratios": cfg.prune.sensitivity_ratios, "layers": len({r["layer"] for r in rows}),
                            "csv": str(run.path / "sensitivity.csv"), "rows": rows})
     return run
 

@@ -115,7 +115,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         for tag, model in (("float_", float_model), ("", qmodel)):
             scored[tag] = evaluate_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size,
                                          parts=("test",))["test"]
-            metrics |= {f"{tag}test_accuracy": scored[tag].get("accuracy"), f"{tag}test_macro_f1": scored[tag].get("macro_f1")}
+            metrics |= {f"{tag}test_accuracy": scored[tag].get("accuracy"),
+                        f"{tag}test_macro_f1": scored[tag].get("macro_f1")}
         float_bytes = artifact_path(model_run / "model").stat().st_size
         quant_bytes = artifact_path(folder, spec).stat().st_size
         metrics |= {

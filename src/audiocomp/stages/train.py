@@ -110,7 +110,8 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     metrics = {
         "model": spec.name, "parameters": count_parameters(model), "seed": cfg.seed, "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": result.monitor,
-        "selection": result.selection, "history": result.history, **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
+        "selection": result.selection, "history": result.history,
+        **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
     }
     if skipped is not None:
         metrics["pretrained"] = {"path": cfg.model.weights, "not_loaded": skipped}
