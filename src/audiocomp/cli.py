@@ -87,6 +87,9 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt 
     counts = {e["name"]: {k: len(e[k]) for k in ("train", "val", "test")} for e in prepared.splits["splits"]}
     typer.echo(f"prepared {len(prepared.store.items)} items, {len(prepared.store.classes)} classes -> {prepared.run.path}")
     typer.echo(f"splits: {counts}; skipped files: {prepared.store.report['skipped']}")
+    first = prepared.split()
+    if "drawn" in first:  # splits.json written before parts said how they were drawn has no "drawn"
+        typer.echo(f"{first['name']}: validation {first['drawn']['val']}")
 
 
 @app.command()
