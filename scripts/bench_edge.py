@@ -4,6 +4,7 @@
 For each run: `audiocomp bench` (torch eager, TorchScript, onnxruntime; 1 thread and all cores; fresh-process
 memory and cold start), then `audiocomp export --with-frontend` and a fresh `python predict.py` on a 5-s clip
 (wall time including start-up, peak memory). Numbers are noisy on a shared machine: re-run on a quiet one.
+It measures the runs it is given and chooses nothing (no checkpoint, recipe or threshold).
 
     python scripts/bench_edge.py demo-output/runs/demo-train [more runs...] --iterations 100
 """

@@ -1,7 +1,9 @@
 """Pruning benchmark: train the CNN on FSDD (or the synthetic set) quickly, then prune it with Taylor (50% of
 the channels), hybrid (70% weights + 50% channels) and magnitude (90% weights), each with a short fine-tune.
 Defaults fit a small shared machine (1,500 FSDD clips, 15 epochs); --max-items 0 for the full set.
-Every figure comes from the prune runs' metrics.json (measured by the program). Writes
+Every figure comes from the prune runs' metrics.json (measured by the program). The kept training and
+fine-tuning epochs are chosen on the validation part (10% of the training part, drawn like the test part:
+whole speakers here), never on the test items; compare methods on the val column. Writes
 bench-results/prune-<dataset>.json and prints a markdown table.
 
     PYTHONPATH=src python scripts/bench_prune.py --dataset fsdd --data /work/shared/data/fsdd
@@ -77,7 +79,8 @@ def main() -> None:
 
 def table(results: dict) -> str:
     lines = ["| method | params | MACs | batch-1 latency (ms, 1 thread) | file MB (zipped) | sparse MB "
-             "(x smaller than dense original) | test acc before -> after |", "|---|---|---|---|---|---|---|"]
+             "(x smaller than dense original) | val acc before -> after | test acc before -> after |",
+             "|---|---|---|---|---|---|---|---|"]
     for method, r in results["methods"].items():
         b, a, c = r["before"], r["after"], r["change"]
         lines.append(
@@ -86,6 +89,7 @@ def table(results: dict) -> str:
             f"{b['latency']['median_ms']:.3f} -> {a['latency']['median_ms']:.3f} ({c['latency_speedup']:.2f}x) | "
             f"{b['file_bytes'] / 1e6:.3f} ({b['zipped_bytes'] / 1e6:.3f}) -> {a['file_bytes'] / 1e6:.3f} "
             f"({a['zipped_bytes'] / 1e6:.3f}) | {a['sparse_bytes'] / 1e6:.3f} ({c['sparse_vs_dense_original']:.1f}x) | "
+            f"{b['val_accuracy']:.1%} -> {a['val_accuracy']:.1%} ({100 * c['val_accuracy_change']:+.1f} pt) | "
             f"{b['test_accuracy']:.1%} -> {a['test_accuracy']:.1%} ({100 * c['test_accuracy_change']:+.1f} pt) |")
     return "\n".join(lines)
 

@@ -1,6 +1,9 @@
 """Quantization benchmark: every method on a CNN trained on FSDD and on synthetic audio, an LSTM on FSDD,
 and ResNet-152 at 299x299 (random weights: sizes and latency only). Writes bench-results/quant.json and
-prints a table. Every number is measured here; latency is batch 1, one CPU thread, median.
+prints a table. Every number is measured here; latency is batch 1, one CPU thread, median. Early stopping
+and the quantize guard use the validation part (10% of the training part, drawn like the test part); the
+JSON rows carry validation accuracies (val_acc) beside the test ones, for comparing methods without the
+test items.
 
     python scripts/bench_quant.py [--fsdd ../shared/data/fsdd] [--out bench-results] [--parts fsdd-cnn ...]
 """
@@ -35,6 +38,7 @@ METHODS = [("torch", "static"), ("onnxruntime", "static"), ("torch", "dynamic"),
 def _row(dataset: str, m: dict) -> dict:
     lat = m["latency_batch1_1thread"]
     return {"dataset": dataset, "model": m["model"], "format": m["format"], "engine": m["engine"],
+            "float_val_acc": m.get("float_val_accuracy"), "val_acc": m.get("val_accuracy"), "guard": m.get("guard"),
             "float_acc": m.get("float_test_accuracy"), "acc": m.get("test_accuracy"), "drop": m.get("accuracy_drop"),
             "float_mb": m["float_file_bytes"] / 1e6, "mb": m["file_bytes"] / 1e6, "size_ratio": m["size_ratio"],
             "covered": m["covered_share"], "float_ms": lat["float_eager_ms"], "ms": lat["quantized_ms"],

@@ -24,7 +24,8 @@ from audiocomp.stages import prepare
 from audiocomp.stages.train import model_spec, split_batches
 from audiocomp.train.loop import fit
 
-# the features and CNN of the FSDD real-data test (tests/realdata/test_train_fsdd.py); the default LSTM
+# the features and CNN of the FSDD real-data test (tests/realdata/test_train_fsdd.py); the default LSTM.
+# No validation part: this measures one epoch's throughput and keeps no model, so nothing is chosen.
 FEATURES = ["data.dataset=fsdd", "features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256",
             "features.hop_length=256", "features.n_mels=40", "split.kind=folds", "split.test_fold=1",
             "split.val_fraction=0", "train.batch_size=32", "train.lr=0.003"]

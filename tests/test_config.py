@@ -125,3 +125,15 @@ def test_fuzzed_configs_either_validate_or_raise_config_error(tmp_path_factory, 
         load_config([f])
     except ConfigError as exc:
         assert str(exc) and "\n" not in str(exc)
+
+
+def test_a_run_config_written_before_the_selection_keys_still_loads():
+    """config.yaml of runs made before split.val_by, train.seeds and train.monitor: auto still validates."""
+    from audiocomp.config import validate
+
+    old = load_config([], []).to_dict()
+    del old["split"]["val_by"], old["train"]["seeds"]
+    old["train"]["monitor"] = "val_accuracy"  # the old default, written out explicitly
+    cfg = validate(old)
+    assert (cfg.split.val_by, cfg.train.seeds, cfg.train.monitor) == ("auto", 1, "val_accuracy")
+    assert load_config([], []).train.monitor == "auto"

@@ -89,6 +89,9 @@ def test_prune_sensitivity_csv_plot_and_per_layer_ratios(trained):
     assert layers == ["backbone.0.0", "backbone.1.0", "backbone.4"]  # both conv groups, the hidden dense layer
     assert [float(r["ratio"]) for r in rows[:3]] == [0.25, 0.5, 0.75]
     assert all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
+    trained_val = json.loads((runs / "tiny/metrics.json").read_text())["val_accuracy"]
+    assert {r["split"] for r in rows} == {"val"}  # scored on validation: the ratios are chosen from it
+    assert all(float(r["baseline_accuracy"]) == pytest.approx(trained_val) for r in rows)
     assert (runs / "sens" / "sensitivity.png").stat().st_size > 1000
     result = cli("prune", "--from", "tiny", "--runs-dir", str(runs), "--name", "by-sens", "-q",
                  "--set", "prune.method=taylor", "--set", f"prune.sensitivity={path}", "--set", "prune.max_drop=1.0")

@@ -254,7 +254,7 @@ def test_calibration_batches_are_the_first_batches_of_the_seeded_shuffle():
     from audiocomp.train.data import ArrayBatches, calibration_batches, calibration_rows
 
     feats, targets, rows = np.random.rand(50, 1, 4, 3).astype(np.float16), np.arange(50) % 5, np.arange(3, 43)
-    got = calibration_batches(feats, targets, rows, 8, 3, seed=7)
+    got = calibration_batches(feats, targets, calibration_rows(rows, 8, 3, seed=7), 8)
     want = list(ArrayBatches(feats, targets, rows, 8, shuffle=True, seed=7))[:3]
     assert len(got) == 3 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
     assert set(calibration_rows(rows, 8, 3, seed=7)) <= set(rows)

@@ -78,3 +78,66 @@ def test_shipped_data_configs_validate():
     assert len(files) >= 6
     for f in files:
         assert load_config([f]).data.dataset in f.stem or f.stem == "esc10"
+
+
+def speaker_items(speakers=4, digits=5, takes=20):
+    """FSDD's layout: every speaker says every digit; fold 1 = takes 0-4 (speaker-dependent test set)."""
+    return [Item(path=f"{d}_{s}_{t}.wav", target=d, group=f"s{s}", fold=1 if t < 5 else 2)
+            for s in range(speakers) for d in range(digits) for t in range(takes)]
+
+
+def test_validation_is_drawn_like_a_speaker_dependent_test_fold():
+    """FSDD's conventional fold holds takes 0-4 of every speaker: validation must hold every speaker too,
+    by item, stratified by digit, from the other takes (not one held-out speaker)."""
+    its = speaker_items()
+    s = make_splits(its, SplitConfig(kind="folds", test_fold=1, val_fraction=0.1), seed=0)["splits"][0]
+    assert {its[i].fold for i in s["val"]} == {2} and not set(s["val"]) & set(s["test"])
+    assert {its[i].group for i in s["val"]} == {f"s{k}" for k in range(4)}  # every speaker, as in the test fold
+    assert Counter(its[i].target for i in s["val"]) == {d: 6 for d in range(5)}  # 10% of 60 takes per digit
+    assert "by item" in s["drawn"]["val"] and "stratified by class" in s["drawn"]["val"]
+    assert s["drawn"]["test"] == "official fold 1"
+    by_group = make_splits(its, SplitConfig(kind="folds", test_fold=1, val_fraction=0.25, val_by="group"),
+                           seed=0)["splits"][0]  # asked for explicitly: whole speakers
+    groups = {k: {its[i].group for i in by_group[k]} for k in ("train", "val")}
+    assert groups["val"] and groups["val"].isdisjoint(groups["train"]) and "by whole group" in by_group["drawn"]["val"]
+
+
+def test_validation_holds_out_whole_groups_when_the_test_part_does():
+    its = speaker_items(speakers=10, takes=4)
+    for cfg in (SplitConfig(kind="group", test_fraction=0.2, val_fraction=0.2),
+                SplitConfig(kind="holdout", test_fraction=0.2, val_fraction=0.2)):
+        s = make_splits(its, cfg, seed=0)["splits"][0]
+        groups = {k: {its[i].group for i in s[k]} for k in ("train", "val", "test")}
+        assert groups["test"].isdisjoint(groups["train"] | groups["val"]), cfg.kind
+        assert groups["val"] and groups["val"].isdisjoint(groups["train"]), cfg.kind
+        assert "by whole group" in s["drawn"]["val"] and s["drawn"]["train"] == "the rest"
+
+
+def test_no_validation_part_only_when_asked_and_an_empty_carve_is_an_error():
+    its = speaker_items()
+    s = make_splits(its, SplitConfig(kind="folds", test_fold=1, val_fraction=0), seed=0)["splits"][0]
+    assert s["val"] == [] and s["drawn"]["val"].startswith("none (split.val_fraction: 0)")
+    one_speaker = speaker_items(speakers=1)  # one group: nothing to carve by whole group
+    with pytest.raises(DatasetError, match=r"split\.val_fraction=0\.1 carved no validation items.*split\.val_by=item"):
+        make_splits(one_speaker, SplitConfig(kind="folds", test_fold=1, val_by="group"), seed=0)
+
+
+def test_stratified_subset_keeps_class_proportions_exactly_and_is_seeded():
+    from audiocomp.datasets.splits import stratified_subset
+
+    its = items(n_classes=3, per_class=10) + items(n_classes=1, per_class=30)  # class 0: 40 items, 1-2: 10 each
+    picked = stratified_subset(its, 30, seed=0)
+    assert len(picked) == 30 == len(set(picked.tolist()))
+    assert Counter(its[i].target for i in picked) == {0: 20, 1: 5, 2: 5}
+    assert (stratified_subset(its, 30, seed=0) == picked).all()
+    assert (stratified_subset(its, 30, seed=1) != picked).any()
+    # quotas 4.67, 1.17, 1.17: floors 4, 1, 1 and the one left over goes to the largest remainder
+    assert Counter(its[i].target for i in stratified_subset(its, 7, seed=0)) == {0: 5, 1: 1, 2: 1}
+
+
+def test_prepare_max_items_is_stratified(tiny_cfg, tmp_path):
+    from audiocomp.stages import prepare
+
+    cfg = tiny_cfg.model_copy(update={"data": tiny_cfg.data.model_copy(update={"max_items": 40})})
+    prepared = prepare.run(cfg, tmp_path / "runs", progress=False)
+    assert Counter(it.target for it in prepared.store.items) == {c: 4 for c in range(10)}  # 80 clips, 8 per class

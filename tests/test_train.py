@@ -161,3 +161,37 @@ def test_compiled_training_matches_eager(tmp_path):
     _, _, eager, _ = run_fit(tmp_path / "e", epochs=1)
     _, _, compiled, _ = run_fit(tmp_path / "c", epochs=1, compile=True)
     assert compiled[0]["train_loss"] == pytest.approx(eager[0]["train_loss"], rel=1e-4)
+
+
+def test_the_best_epoch_is_chosen_on_validation_never_on_training_loss(tmp_path):
+    _, result, log, _ = run_fit(tmp_path / "auto", epochs=6, lr=0.001)  # monitor auto
+    assert result.monitor == "val_accuracy" and result.selection == "best val_accuracy"
+    accs = [r["val_accuracy"] for r in log]
+    assert result.best_epoch == accs.index(max(accs)) + 1  # the first epoch with the best validation accuracy
+    assert result.best_epoch < len(log) and log[-1]["train_loss"] < log[result.best_epoch - 1]["train_loss"]
+    _, multi, _, _ = run_fit(tmp_path / "multi", multilabel=True, epochs=1)
+    assert multi.monitor == "val_map"
+
+
+@pytest.mark.parametrize("multilabel,monitor", [(False, "val_map"), (True, "val_accuracy"), (True, "val_macro_f1")])
+def test_a_monitor_the_data_does_not_produce_is_a_config_error(tmp_path, multilabel, monitor):
+    with pytest.raises(ConfigError, match=f"train.monitor={monitor}: not produced on a (multi|single)-label set"):
+        run_fit(tmp_path, multilabel=multilabel, epochs=1, monitor=monitor)
+
+
+def test_without_a_validation_part_the_last_epoch_is_kept_and_early_stopping_is_refused(tmp_path):
+    from audiocomp.models.io import safe_torch_load
+
+    x, y = toy()
+    train = ArrayBatches(x, y, range(64), 32, shuffle=True, seed=0)
+    torch.manual_seed(0)
+    model = small_net()
+    result = fit(model, train, None, TrainConfig(epochs=3, lr=0.5, optimizer="sgd"), 3, False, tmp_path,
+                 lambda r: None, torch.device("cpu"), progress=False)
+    assert result.monitor is None and result.selection == "last epoch (no validation part)"
+    assert result.best_epoch == 3  # whatever the training loss did
+    best = safe_torch_load(tmp_path / "best.pt")
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ConfigError, match="train.early_stopping=2: this split has no validation part"):
+        fit(small_net(), train, None, TrainConfig(epochs=3, early_stopping=2), 3, False, tmp_path / "es",
+            lambda r: None, torch.device("cpu"), progress=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,6 +38,10 @@ def _sets(overrides: list[str]) -> list[str]:
 
 def _untimed(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def read_json_file(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
 def _final(metrics: dict) -> dict:
@@ -104,6 +109,46 @@ def test_cross_validation_trains_one_model_per_fold(tmp_path, tiny_overrides):
     ev = evaluate.run(cfg, run, tmp_path, progress=False).metrics()
     assert ev["accuracy"] == pytest.approx(folds[0]["test_accuracy"])
     load_model(run.path / "model")
+
+
+def test_seeds_train_independent_models_summarised_as_mean_and_std(tmp_path, tiny_overrides):
+    from typer.testing import CliRunner
+
+    from audiocomp.cli import app
+    from audiocomp.stages import train
+
+    runs = tmp_path / "runs"
+    sets = _sets(tiny_overrides + ["train.epochs=1"])
+    result = CliRunner().invoke(app, ["train", *sets, "--seeds", "3", "--runs-dir", str(runs), "--name", "s3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "3 seeds: test accuracy" in result.output and "+-" in result.output
+    run = Run(runs / "s3")
+    m = run.metrics()
+    assert m["seed_runs"] == 3 and m["model_dir_seed"] == 0 and [s["seed"] for s in m["seeds"]] == [0, 1, 2]
+    assert m["selection"] == "best val_accuracy" and run.config().train.seeds == 3
+    for key in ("test_accuracy", "val_accuracy", "train_loss", "test_macro_f1"):
+        values = np.array([s[key] for s in m["seeds"]])
+        assert m[key] == pytest.approx(values.mean()) and m[f"{key}_std"] == pytest.approx(values.std(ddof=1)), key
+    weights = [torch.load(run.path / f"seeds/{k}/model/model.pt") for k in range(3)]
+    assert not torch.equal(weights[0]["backbone.0.0.weight"], weights[1]["backbone.0.0.weight"])  # other seeds
+    # model/ is the first seed's, and that seed trained exactly as a plain run with the same seed does
+    assert (run.path / "model/model.pt").read_bytes() == (run.path / "seeds/0/model/model.pt").read_bytes()
+    plain = CliRunner().invoke(app, ["train", *sets, "--runs-dir", str(runs), "--name", "one", "-q"])
+    assert plain.exit_code == 0, plain.output
+    assert _final(Run(runs / "one").metrics()) == _final(read_json_file(run.path / "seeds/0/metrics.json"))
+    assert (runs / "one/model/model.pt").read_bytes() == (run.path / "model/model.pt").read_bytes()
+
+    # --resume skips the seeds already finished: seed 2 "interrupted" after its checkpoint
+    first = (run.path / "seeds/0/metrics.json").stat().st_mtime_ns
+    (run.path / "seeds/2/metrics.json").unlink()
+    shutil.rmtree(run.path / "seeds/2/model")
+    train.run(run.config(), runs, name="s3", resume=True, from_run=run.parent("prepare"), progress=False)
+    assert (run.path / "seeds/0/metrics.json").stat().st_mtime_ns == first
+    assert Run(runs / "s3").metrics() == m
+
+    folds = CliRunner().invoke(app, ["train", *_sets(tiny_overrides + ["split.kind=folds", "split.test_fold=all"]),
+                                     "--seeds", "2", "--runs-dir", str(runs), "-q"])
+    assert folds.exit_code == 2 and "train.seeds=2 with 5 folds" in folds.output
 
 
 @pytest.mark.slow

@@ -88,6 +88,9 @@ def prepare(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt 
     counts = {e["name"]: {k: len(e[k]) for k in ("train", "val", "test")} for e in prepared.splits["splits"]}
     typer.echo(f"prepared {len(prepared.store.items)} items, {len(prepared.store.classes)} classes -> {prepared.run.path}")
     typer.echo(f"splits: {counts}; skipped files: {prepared.store.report['skipped']}")
+    first = prepared.split()
+    if "drawn" in first:  # splits.json written before parts said how they were drawn has no "drawn"
+        typer.echo(f"{first['name']}: validation {first['drawn']['val']}")
 
 
 @app.command()
@@ -96,10 +99,12 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
           force: ForceOpt = False,
           from_: Annotated[Optional[str], typer.Option("--from", help="A prepare run to train on [default: prepare it now].")] = None,
           resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted training run (name or path).")] = None,
+          seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Independent trainings (seed, seed+1, ...) in seeds/<k>/; mean +- std [default: train.seeds].")] = None,
           quiet: QuietOpt = False):
     """Train a model on a prepared split; writes model/, checkpoints/, metrics and curves.
 
-    With `split.kind=folds` and `split.test_fold=all`, trains one model per fold and reports mean +- std.
+    With `split.kind=folds` and `split.test_fold=all`, trains one model per fold and reports mean +- std;
+    with `--seeds N`, N models from seeds seed..seed+N-1 (the run's model/ is the first).
     Under `torchrun --nproc_per_node=N -m audiocomp train ...` it trains with DistributedDataParallel.
 
     Example: `audiocomp train -c configs/demo-settings.yaml --set train.epochs=5`
@@ -109,6 +114,7 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
     from .train.distributed import from_env
 
     parent = _open_run(from_, runs_dir) if from_ else None
+    set_ = [*(set_ or []), *([f"train.seeds={seeds}"] if seeds else [])]
     if resume:
         prev = Run.open(resume, runs_dir, require_done=False)
         cfg = _config(config, set_, base=prev.config_dict())
@@ -122,12 +128,13 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
     m = run.metrics()
     score = "test mAP" if "test_map" in m else "test accuracy"
     value = m.get("test_map", m.get("test_accuracy", float("nan")))
-    if "cross_validation" in m:
+    if "cross_validation" in m or "seed_runs" in m:
         std = m.get("test_map_std", m.get("test_accuracy_std", float("nan")))
-        typer.echo(f"trained {m['model']} on {m['cross_validation']} folds: {score} {value:.3f} +- {std:.3f} -> {run.path}")
+        over = f"{m['cross_validation']} folds" if "cross_validation" in m else f"{m['seed_runs']} seeds"
+        typer.echo(f"trained {m['model']} on {over}: {score} {value:.3f} +- {std:.3f} ({m['selection']}) -> {run.path}")
     else:
-        typer.echo(f"trained {m['model']} ({m['parameters']:,} parameters), best epoch {m['best_epoch']}: "
-                   f"{score} {value:.3f} -> {run.path}")
+        typer.echo(f"trained {m['model']} ({m['parameters']:,} parameters), epoch {m['best_epoch']} kept "
+                   f"({m['selection']}): {score} {value:.3f} -> {run.path}")
 
 
 @app.command("eval")

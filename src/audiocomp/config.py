@@ -32,7 +32,7 @@ class DataConfig(Section):
     manifest: Optional[str] = None  # csv adapter: manifest path (relative to root)
     segment_seconds: Optional[float] = None  # cut clips into fixed segments (GTZAN 30 s -> 10 x 3 s)
     on_error: Literal["skip", "fail"] = "skip"
-    max_items: Optional[int] = Field(None, ge=1)  # take a stratified subset, for smoke tests
+    max_items: Optional[int] = Field(None, ge=1)  # a subset stratified by class (seeded), for smoke tests
 
 
 class FeaturesConfig(Section):
@@ -55,7 +55,10 @@ class FeaturesConfig(Section):
 class SplitConfig(Section):
     kind: Literal["holdout", "folds", "group"] = "holdout"
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)  # carved from the training part
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # carved from the training part; 0: no validation part
+    # how validation is carved: auto draws it like the test part (whole groups when the test part holds out
+    # whole groups, else single items), stratified by class
+    val_by: Literal["auto", "group", "item"] = "auto"
     test_fold: Union[int, Literal["all"], None] = None  # folds: which official fold is the test fold
     val_fold: Optional[int] = None
     seed: Optional[int] = None  # None: the top-level seed
@@ -91,7 +94,9 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
     early_stopping: Optional[int] = Field(None, ge=1)  # patience in epochs on the validation metric
-    monitor: Literal["val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "val_accuracy"
+    # picks the best epoch; auto: val_accuracy (single-label) or val_map (multi-label)
+    monitor: Literal["auto", "val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "auto"
+    seeds: int = Field(1, ge=1)  # independent trainings (seed, seed+1, ...) in seeds/<k>/: mean +- std
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: bool = True  # only takes effect on CUDA
     compile: bool = False

@@ -33,6 +33,7 @@ class PruneContext:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     finetune: Callable[[nn.Module, str], list[dict]]  # fine-tunes in place, returns the epoch history
     layer_ratios: dict[str, float] = field(default_factory=dict)  # module name -> channel ratio (sensitivity)
+    calibration_rows: list[int] = field(default_factory=list)  # the feature-store rows of `calibration`, recorded
     log: Callable[[dict], None] = lambda record: None
 
 

@@ -28,8 +28,10 @@ def safe_torch_load(path: Path | str) -> dict:
 
 
 def atomic_torch_save(obj, path: Path | str) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch then names the archive inside "archive", not after the random temp
+    # file, so the same tensors give the same bytes (and the same zipped size) in every run
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def save_model(model: nn.Module, spec: ModelSpec, folder: Path | str) -> Path:

@@ -400,7 +400,8 @@ def _execute(step: Step, runs: dict[str, Run], runs_dir: Path, out: Path, progre
         return done, "reused"
     path = runs_dir / step.name
     if (path / "manifest.json").is_file():  # an earlier attempt crashed or failed: continue or replace it
-        call.resume = step.stage == "train" and (path / "checkpoints" / "last.pt").is_file()
+        # a checkpoint of the run, or of one of its folds/<name>/ or seeds/<k>/ sub-runs
+        call.resume = step.stage == "train" and next(path.glob("**/checkpoints/last.pt"), None) is not None
         call.force = not call.resume
     return STAGES[step.stage].adapter(call), "resumed" if call.resume else "ran"
 

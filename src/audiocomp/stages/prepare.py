@@ -5,11 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from ..config import Config
 from ..datasets import load_index
-from ..datasets.splits import make_splits, norm_stats
+from ..datasets.splits import make_splits, norm_stats, stratified_subset
 from ..features.store import FeatureStore, build_store
 from ..runs import Run, RunError, atomic_write_json, read_json, runs_root
 from .common import find_done, stage_run
@@ -74,8 +72,7 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
     index = load_index(cfg.data)  # bad metadata fails here, before a run folder is written
     with stage_run("prepare", cfg, name, runs_dir, force=force, resume=True) as run_:
         if cfg.data.max_items and cfg.data.max_items < len(index.items):
-            rng = np.random.default_rng(cfg.seed)
-            keep = np.sort(rng.permutation(len(index.items))[: cfg.data.max_items])
+            keep = stratified_subset(index.items, cfg.data.max_items, cfg.seed)
             index.items = [index.items[i] for i in keep]
         store = build_store(index, cfg.data, cfg.features, store_dir(runs_dir), workers=workers, progress=progress)
         splits = make_splits(store.items, cfg.split, cfg.seed)

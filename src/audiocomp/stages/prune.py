@@ -19,7 +19,7 @@ from ..models import load_model, save_model
 from ..models.io import safe_torch_load
 from ..models.reshape import record_shapes
 from ..runs import Run, atomic_path
-from ..train.data import calibration_batches
+from ..train.data import calibration_batches, calibration_rows
 from ..train.loop import fit, loss_fn, resolve_device, seed_everything
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
@@ -29,10 +29,11 @@ CPU = torch.device("cpu")
 
 
 def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, float], progress: bool) -> PruneContext:
-    """Calibration batches, the real loss and a fine-tuning function bound to this run's data."""
+    """Calibration batches (of the training rows `calibration_rows` returns, recorded by the caller), the
+    real loss and a fine-tuning function bound to this run's data."""
     split = prepared.split()
-    calib = calibration_batches(prepared.store.features, prepared.store.targets(), split["train"],
-                                cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
+    rows = calibration_rows(split["train"], cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
+    calib = calibration_batches(prepared.store.features, prepared.store.targets(), rows, cfg.train.batch_size)
     ft_cfg = cfg.train.model_copy(update={"epochs": max(cfg.prune.finetune_epochs, 1), "early_stopping": None,
                                           "lr": cfg.prune.finetune_lr or cfg.train.lr})
     device = resolve_device(cfg.train.device)
@@ -54,7 +55,8 @@ def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, floa
         return [{"step": tag, **r} for r in result.history]
 
     return PruneContext(cfg=cfg.prune, example=example_input(spec.feature_shape), calibration=calib,
-                        loss=loss_fn(spec.multilabel), finetune=finetune, layer_ratios=layer_ratios)
+                        loss=loss_fn(spec.multilabel), finetune=finetune, layer_ratios=layer_ratios,
+                        calibration_rows=rows.tolist())
 
 
 def read_sensitivity(path: str) -> list[dict]:
@@ -79,11 +81,11 @@ def model_facts(model, spec, model_file: Path, sparse_file: Path, cfg: Config) -
     return facts
 
 
-def _scores(model, prepared, spec, cfg: Config) -> tuple[dict, dict[str, Predictions]]:
-    """(val_/test_ accuracy, macro-F1, mAP, loss; per-item predictions per part)."""
-    parts = score_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=("val", "test"))
-    scores = {f"{p}_{k}": m[k] for p, (m, _) in parts.items() for k in ("accuracy", "macro_f1", "map", "loss") if k in m}
-    return scores, {p: pred for p, (_, pred) in parts.items()}
+def _scores(model, prepared, spec, cfg: Config, parts: tuple[str, ...]) -> tuple[dict, dict[str, Predictions]]:
+    """(accuracy, macro-F1, mAP, loss of each part as `<part>_<metric>`; per-item predictions per part)."""
+    scored = score_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=parts)
+    scores = {f"{p}_{k}": m[k] for p, (m, _) in scored.items() for k in ("accuracy", "macro_f1", "map", "loss") if k in m}
+    return scores, {p: pred for p, (_, pred) in scored.items()}
 
 
 def _changes(before: dict, after: dict) -> dict:
@@ -110,8 +112,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     with stage_run("prune", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
         seed_everything(cfg.seed, cfg.train.deterministic)
         model, spec = load_model(model_run / "model")
-        before, before_preds = _scores(model, prepared, spec, cfg)
-        before |= intervals(before_preds, cfg.eval.interval)
+        before, before_preds = _scores(model, prepared, spec, cfg, ("val",))
         before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
         ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
         steps = prune_model(model, ctx)
@@ -120,17 +121,24 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                                                 **cfg.prune.model_dump(mode="json")}]
         spec.shapes = record_shapes(model)
         save_model(model, spec, run.path / "model")
-        after, after_preds = _scores(model, prepared, spec, cfg)
+        after, after_preds = _scores(model, prepared, spec, cfg, ("val",))
+        after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
+        # every choice is made (fine-tuning epochs on validation): only now is the test part scored, to report
+        for scores, preds, m in ((before, before_preds, load_model(model_run / "model")[0]),
+                                 (after, after_preds, model)):
+            test_scores, test_preds = _scores(m, prepared, spec, cfg, ("test",))
+            scores |= test_scores
+            preds |= test_preds
+        before |= intervals(before_preds, cfg.eval.interval)
         saved = record_predictions(run.path, after_preds, cfg.eval.interval)  # before: the parent's own files
         after |= {k: v for k, v in saved.items() if k != "predictions"}
-        after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
         structured = cfg.prune.method != "magnitude"
         metrics = {
             "model": spec.name, "method": cfg.prune.method, "format": "fp32", "parent": model_run.name,
             "recipe": spec.compression[-1], "before": before, "after": after, "change": _changes(before, after),
             "speed_claim": "measured" if structured else
             "none: unstructured zeros stay in dense tensors; only the sparse encoding is smaller",
-            "layer_ratios": layer_ratios, "steps": steps,
+            "layer_ratios": layer_ratios, "calibration_rows": ctx.calibration_rows, "steps": steps,
             "history": [r for s in steps for r in s.get("history", [])],
             **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
             "predictions": saved["predictions"],
@@ -143,8 +151,12 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
 
 def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
                 force: bool = False, progress: bool = True) -> Run:
+    """Scores on the validation part only: its CSV picks per-layer ratios, a choice the test part must not make."""
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-    part = "val" if prepared.split()["val"] else "test"
+    part = "val"
+    if not prepared.split()["val"]:
+        raise ConfigError(f"prune sensitivity: {prepared.run.path / 'splits.json'} has no validation part "
+                          "(split.val_fraction: 0) to score on; prepare the data with split.val_fraction > 0")
     name = name or f"sensitivity-{model_run.name}-{stable_hash(cfg.to_dict()['prune'], 6)}"
     with stage_run("prune-sensitivity", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
         seed_everything(cfg.seed, cfg.train.deterministic)
@@ -163,6 +175,7 @@ def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = No
 
         sensitivity_plot(rows, run.path / "sensitivity.png", title=f"{model_run.name}: {part} accuracy, one group pruned")
         run.write_metrics({"model": spec.name, "criterion": cfg.prune.criterion, "split": part,
+                           "metric": "map" if spec.multilabel else "accuracy", "calibration_rows": ctx.calibration_rows,
                            "ratios": cfg.prune.sensitivity_ratios, "layers": len({r["layer"] for r in rows}),
                            "csv": str(run.path / "sensitivity.csv"), "rows": rows})
     return run

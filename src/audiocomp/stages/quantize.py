@@ -1,9 +1,10 @@
 """`audiocomp quantize --from RUN`: quantize a trained or pruned model run into a new run.
 
-Calibrates on training-split batches only, evaluates float and quantized models on the same test items
-(per-item predictions of both saved, accuracy intervals and the paired difference with McNemar's test),
-measures size on disk, parameters covered, per-layer SQNR and batch-1 single-thread latency, and fails
-loudly when accuracy collapses towards chance (LESSONS.md #5) unless degraded results are allowed.
+Calibrates on training-split batches only (built from the rows metrics.json records), fails loudly when
+validation accuracy collapses towards chance (LESSONS.md #5) unless degraded results are allowed, then
+reports float and quantized models on the same test items (per-item predictions of both saved, accuracy
+intervals and the paired difference with McNemar's test), size on disk, parameters covered, per-layer SQNR
+and batch-1 single-thread latency. The test part is scored only after the guard has decided.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
 from ..evaluate.latency import cpu_latency
-from ..evaluate.predictions import compare_parts
+from ..evaluate.predictions import Predictions, compare_parts
 from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
@@ -30,6 +31,9 @@ from .common import model_run_parent, stage_run
 from .train import record_predictions, score_parts, split_batches
 
 
+Scored = tuple[tuple[dict, Predictions], tuple[dict, Predictions]]  # (float, quantized) (metrics, predictions)
+
+
 class DegradedError(RunError):
     """Quantized accuracy fell near chance; the message explains and names --allow-degraded."""
 
@@ -38,6 +42,20 @@ def near_chance(float_acc: float, quant_acc: float, num_classes: int) -> bool:
     """True when the quantized model lost three quarters or more of the float model's margin over chance."""
     chance = 1.0 / num_classes
     return float_acc - chance > 0.05 and quant_acc < chance + 0.25 * (float_acc - chance)
+
+
+def guard(val: Optional[Scored], spec) -> dict:
+    """The near-chance check, judged on the validation part only (float vs quantized on the same items):
+    metrics.json keys `guard` (what it judged on, in words), `degraded` (True/False, None when nothing was
+    judged) and the validation accuracies it compared."""
+    if spec.multilabel:
+        return {"guard": "none (multi-label set: no accuracy to judge)", "degraded": None}
+    if val is None:
+        return {"guard": "none (no validation part)", "degraded": None}
+    (fm, _), (qm, _) = val
+    fa, qa = fm["accuracy"], qm["accuracy"]
+    return {"guard": "near-chance check on val accuracy", "degraded": near_chance(fa, qa, spec.num_classes),
+            "float_val_accuracy": fa, "val_accuracy": qa, "val_items": fm["items"]}
 
 
 def batch1_latency_ms(model: nn.Module, feature_shape, runs: int, warmup: int = 5) -> float:
@@ -80,10 +98,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         split = prepared.split()
         store = prepared.store
         rows = calibration_rows(split["train"], qc.calibration_batch_size, qc.calibration_batches, cfg.seed)
-        if set(rows.tolist()) & set(split["test"]):  # cannot happen with a valid splits.json; never calibrate on test
-            raise RunError(f"{prepared.run.path / 'splits.json'}: training and test rows overlap")
-        calib = calibration_batches(store.features, store.targets(), split["train"], qc.calibration_batch_size,
-                                    qc.calibration_batches, cfg.seed)
+        if set(rows.tolist()) & set(split["test"] + split["val"]):  # cannot happen with a valid splits.json
+            raise RunError(f"{prepared.run.path / 'splits.json'}: training rows overlap the validation or test part")
+        calib = calibration_batches(store.features, store.targets(), rows, qc.calibration_batch_size)
         train = (split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
                  if qc.method == "qat" else None)
         folder = run.path / "model"
@@ -91,23 +108,28 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         spec.compression = [*spec.compression, step]
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
-        parts = ("test",) if split["test"] else ("val",)
-        device = torch.device("cpu")
-        scored_float, scored = (score_parts(m, prepared, spec, device, cfg.eval.batch_size, parts=parts)
-                                for m in (float_model, qmodel))
-        before, after = ({p: m for p, (m, _) in result.items()} for result in (scored_float, scored))
-        part = parts[0]
-        # per-item predictions of both models on the same rows: intervals and the paired difference
-        float_preds, preds = ({p: pred for p, (_, pred) in result.items()} for result in (scored_float, scored))
-        float_bytes = artifact_path(model_run / "model").stat().st_size
-        quant_bytes = artifact_path(folder, spec).stat().st_size
+        cpu = torch.device("cpu")
+
+        def score(part: str) -> Scored:  # the float and the quantized model on the same rows of one part
+            return tuple(score_parts(m, prepared, spec, cpu, cfg.eval.batch_size, parts=(part,))[part]
+                         for m in (float_model, qmodel))
+
+        val = score("val") if split["val"] else None
         metrics = {
             "model": spec.name, "method": qc.method, "format": step["format"], "backend": qc.backend,
             "engine": step["engine"], "compute": step["compute"], "calibration": step.get("observer"),
-            "calibration_batches": len(calib), "calibration_rows": rows.tolist(),
-            f"float_{part}_accuracy": before[part].get("accuracy"), f"{part}_accuracy": after[part].get("accuracy"),
-            f"float_{part}_macro_f1": before[part].get("macro_f1"), f"{part}_macro_f1": after[part].get("macro_f1"),
-            f"{part}_items": after[part]["items"],
+            "calibration_batches": len(calib), "calibration_rows": rows.tolist(), **guard(val, spec),
+        }
+        # the guard has decided (on validation): only now is the test part scored, to report
+        test = score("test")
+        for tag, (m, _) in zip(("float_", ""), test):
+            metrics |= {f"{tag}test_accuracy": m.get("accuracy"), f"{tag}test_macro_f1": m.get("macro_f1")}
+        scored = {p: s for p, s in (("val", val), ("test", test)) if s is not None}
+        float_preds, preds = ({p: s[k][1] for p, s in scored.items()} for k in (0, 1))
+        float_bytes = artifact_path(model_run / "model").stat().st_size
+        quant_bytes = artifact_path(folder, spec).stat().st_size
+        metrics |= {
+            "test_items": test[1][0]["items"],
             "float_file_bytes": float_bytes, "file_bytes": quant_bytes, "size_ratio": round(quant_bytes / float_bytes, 4),
             **q.coverage(float_model, qmodel, step, report),
             "sqnr_db": q.sqnr_report(float_model, qmodel, step, calib),
@@ -116,21 +138,19 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             **{k: v for k, v in report.items() if k != "onnx_quantized_elements"},
             **record_predictions(run.path, preds, cfg.eval.interval),
             **record_predictions(run.path, float_preds, cfg.eval.interval, prefix="float_"),
+            # quantized - float on the same items: paired bootstrap interval and McNemar's exact test
             "vs_parent": compare_parts(float_preds, preds, cfg.eval.interval),
         }
-        fa, qa = metrics[f"float_{part}_accuracy"], metrics[f"{part}_accuracy"]
+        fa, qa = metrics["float_test_accuracy"], metrics["test_accuracy"]
         if fa is not None and qa is not None:
             metrics["accuracy_drop"] = round(fa - qa, 4)
-            degraded = near_chance(fa, qa, spec.num_classes)
-            metrics["degraded"] = degraded
-            run.write_metrics(metrics)
-            if degraded and not allow:
-                worst = min(((v, k) for k, v in metrics["sqnr_db"].items() if v is not None), default=(None, "?"))
-                raise DegradedError(
-                    f"{run.path}: quantized {part} accuracy {qa:.3f} is near chance ({1 / spec.num_classes:.3f}; "
-                    f"float {fa:.3f}); lowest SQNR {worst[0]} dB at {worst[1]} (see sqnr_db in metrics.json). "
-                    "Try more calibration batches, quantize.calibration=minmax|histogram|percentile, "
-                    "quantize.keep_float=[first,last], or method qat; --allow-degraded keeps it")
-        else:
-            run.write_metrics(metrics)
+        run.write_metrics(metrics)
+        if metrics["degraded"] and not allow:
+            fa, qa = metrics["float_val_accuracy"], metrics["val_accuracy"]
+            worst = min(((v, k) for k, v in metrics["sqnr_db"].items() if v is not None), default=(None, "?"))
+            raise DegradedError(
+                f"{run.path}: quantized val accuracy {qa:.3f} is near chance ({1 / spec.num_classes:.3f}; "
+                f"float {fa:.3f}); lowest SQNR {worst[0]} dB at {worst[1]} (see sqnr_db in metrics.json). "
+                "Try more calibration batches, quantize.calibration=minmax|histogram|percentile, "
+                "quantize.keep_float=[first,last], or method qat; --allow-degraded keeps it")
     return run

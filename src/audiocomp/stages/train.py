@@ -4,6 +4,8 @@ Cross-validation (`split.kind: folds`, `split.test_fold: all`): one model per sp
 `folds/<split name>/` (checkpoints/, model/, metrics.jsonl, metrics.json, curves.png); the run's own
 `model/` is a copy of the first fold's model (so eval and report find a model, evaluated on that fold's
 test part) and its metrics.json holds the mean and standard deviation over the folds.
+Seeds (`train.seeds: N`, `--seeds N`): N independent trainings on the same split, seed, seed+1, ..., each
+in `seeds/<k>/`, summarised the same way; the run's `model/` is the first seed's.
 Under torchrun every rank trains its shard (DDP); rank 0 alone writes.
 """
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_ro
 from ..train import distributed
 from ..train.data import ArrayBatches
 from ..train.distributed import Dist
-from ..train.loop import fit, predict_scores, resolve_device, score_metrics, seed_everything
+from ..train.loop import fit, predict_scores, resolve_device, resolve_monitor, score_metrics, seed_everything
 from . import prepare as prepare_stage
 from .common import default_name, stage_run
 
@@ -130,9 +133,10 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     save_model(model, spec, out / "model")
     scored = score_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
     metrics = {
-        "model": spec.name, "parameters": count_parameters(model), "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": cfg.train.monitor,
-        "history": result.history, **{f"{p}_{k}": v for p, (m, _) in scored.items() for k, v in m.items()},
+        "model": spec.name, "parameters": count_parameters(model), "seed": cfg.seed, "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": result.monitor,
+        "selection": result.selection, "history": result.history,
+        **{f"{p}_{k}": v for p, (m, _) in scored.items() for k, v in m.items()},
         # the chosen model's per-item predictions on validation and test (the training part is not kept)
         **record_predictions(out, {p: pred for p, (_, pred) in scored.items() if p != "train"}, cfg.eval.interval),
     }
@@ -145,7 +149,7 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
 
 
 def cv_summary(folds: list[dict]) -> dict:
-    """Mean and sample standard deviation over folds of every numeric train_/val_/test_ metric."""
+    """Mean and sample standard deviation over folds (or seeds) of every numeric train_/val_/test_ metric."""
     keys = [k for k, v in folds[0].items() if k.split("_")[0] in ("train", "val", "test")
             and isinstance(v, float) and all(isinstance(f.get(k), float) for f in folds)]
     out = {}
@@ -154,6 +158,50 @@ def cv_summary(folds: list[dict]) -> dict:
         out[k] = float(values.mean())
         out[f"{k}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
     return out
+
+
+@dataclass
+class SubRun:
+    """One of several models a train run holds: a fold of cross-validation or one of several seeds."""
+    kind: str  # "fold" or "seed"
+    label: Any  # the split name or the seed
+    folder: str  # folds/<name> or seeds/<k>, inside the run
+    split_index: int
+    cfg: Config
+
+
+def sub_runs(cfg: Config, prepared: prepare_stage.Prepared) -> list[SubRun]:
+    """The folds, or the seeds, of this run; [] for a single model."""
+    splits = prepared.splits["splits"]
+    if len(splits) > 1:
+        return [SubRun("fold", e["name"], f"folds/{e['name']}", i, cfg) for i, e in enumerate(splits)]
+    if cfg.train.seeds > 1:
+        return [SubRun("seed", cfg.seed + k, f"seeds/{k}", 0, cfg.model_copy(update={"seed": cfg.seed + k}))
+                for k in range(cfg.train.seeds)]
+    return []
+
+
+def summary(subs: list[SubRun], metrics: list[dict]) -> dict:
+    """The run's metrics.json over its folds or seeds: mean +- std of every metric, and each one's numbers."""
+    first = metrics[0]
+    out = {"model": first["model"], "parameters": first["parameters"], "monitor": first.get("monitor"),
+           "selection": first.get("selection")}
+    if subs[0].kind == "fold":
+        out |= {"cross_validation": len(metrics), "model_dir_fold": subs[0].label}
+    else:
+        out |= {"seed_runs": len(metrics), "model_dir_seed": subs[0].label}
+    return out | cv_summary(metrics) | {f"{subs[0].kind}s": [{k: v for k, v in m.items() if k != "history"}
+                                                            for m in metrics]}
+
+
+def check_train_options(cfg: Config, prepared: prepare_stage.Prepared) -> None:
+    """Options that depend on the data, checked before anything is written (ConfigError naming the key)."""
+    for entry in prepared.splits["splits"]:
+        resolve_monitor(cfg.train, prepared.store.multilabel, bool(entry["val"]))
+    if cfg.train.seeds > 1 and len(prepared.splits["splits"]) > 1:
+        raise ConfigError(f"train.seeds={cfg.train.seeds} with {len(prepared.splits['splits'])} folds: seeds and "
+                          "cross-validation in one run are not supported; train one fold per run with seeds, "
+                          "or the folds with one seed")
 
 
 def _copy_tree(src: Path, dst: Path) -> None:
@@ -199,36 +247,31 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
             distributed.barrier()
             if not d.is_main:
                 prepared = prepare_stage.run(cfg, runs_dir, progress=False)
+        check_train_options(cfg, prepared)  # before the run folder exists
         name = name or default_name("train", cfg)
-        n_splits = len(prepared.splits["splits"])
         with _train_run(cfg, name, runs_dir, d, force, resume, prepared.run, device) as run:
-            if n_splits == 1:
+            subs = sub_runs(cfg, prepared)
+            if not subs:
                 metrics = train_split(cfg, prepared, 0, run.path, device, d, resume, progress)
                 if d.is_main:
                     run.write_metrics(metrics)
                 return run
-            folds = []
-            for i, entry in enumerate(prepared.splits["splits"]):
-                out = run.path / "folds" / entry["name"]
-                done = out / "metrics.json"
+            done_metrics = []
+            for i, sub in enumerate(subs):
+                done = run.path / sub.folder / "metrics.json"
                 if resume and done.exists():  # finished before the interruption
-                    folds.append(read_json(done))
+                    done_metrics.append(read_json(done))
                     continue
                 if progress and d.is_main:
-                    print(f"cross-validation: {entry['name']} ({i + 1}/{n_splits})")
-                m = train_split(cfg, prepared, i, out, device, d, resume, progress)
+                    print(f"{sub.kind}: {sub.label} ({i + 1}/{len(subs)})")
+                m = train_split(sub.cfg, prepared, sub.split_index, run.path / sub.folder, device, d, resume, progress)
                 if d.is_main:
-                    m["fold"] = entry["name"]
+                    m[sub.kind] = sub.label
                     atomic_write_json(done, m)
-                    folds.append(m)
+                    done_metrics.append(m)
             if d.is_main:
-                first = run.path / "folds" / prepared.split(0)["name"]
-                _copy_tree(first / "model", run.path / "model")
-                metrics = {"model": folds[0]["model"], "parameters": folds[0]["parameters"],
-                           "cross_validation": len(folds), "model_dir_fold": prepared.split(0)["name"],
-                           **cv_summary(folds),
-                           "folds": [{k: v for k, v in f.items() if k != "history"} for f in folds]}
-                run.write_metrics(metrics)
+                _copy_tree(run.path / subs[0].folder / "model", run.path / "model")
+                run.write_metrics(summary(subs, done_metrics))
             return run
     finally:
         distributed.shutdown()

@@ -67,6 +67,7 @@ def calibration_rows(rows, batch_size: int, n_batches: int, seed: int) -> np.nda
     return rows[order[:batch_size * n_batches]]
 
 
-def calibration_batches(features, targets, rows, batch_size: int, n_batches: int, seed: int) -> list[tuple]:
-    """A fixed, seeded sample of (x, y) training batches (Taylor importance, INT8 calibration)."""
-    return list(ArrayBatches(features, targets, calibration_rows(rows, batch_size, n_batches, seed), batch_size))
+def calibration_batches(features, targets, rows, batch_size: int) -> list[tuple]:
+    """The (x, y) batches of exactly `rows`, in order: build them from the rows a run records (Taylor
+    importance, INT8 calibration), so that what is recorded is what was used."""
+    return list(ArrayBatches(features, targets, rows, batch_size))

@@ -123,11 +123,44 @@ class FitResult:
     best_epoch: int = -1
     best_value: Optional[float] = None
     stopped_early: bool = False
+    monitor: Optional[str] = None  # the validation metric that chose the epoch; None: the last epoch was kept
+
+    @property
+    def selection(self) -> str:
+        """How the kept epoch was chosen, in words (metrics.json `selection`)."""
+        return f"best {self.monitor}" if self.monitor else NO_VALIDATION
 
 
-def _monitor_value(record: dict, monitor: str) -> Optional[float]:
+NO_VALIDATION = "last epoch (no validation part)"
+MULTILABEL_MONITORS = ("val_loss", "val_map")
+SINGLE_LABEL_MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
+
+
+def resolve_monitor(cfg: TrainConfig, multilabel: bool, has_val: bool) -> Optional[str]:
+    """The validation metric that picks the best epoch (and stops early), checked against the data before
+    training: `auto` is val_accuracy (single-label) or val_map (multi-label). None when there is no
+    validation part: the last epoch is kept, and nothing is chosen (early stopping is then an error)."""
+    if not has_val:
+        if cfg.early_stopping:
+            raise ConfigError(f"train.early_stopping={cfg.early_stopping}: this split has no validation part "
+                              "(split.val_fraction: 0); early stopping needs one (or remove train.early_stopping)")
+        return None
+    if cfg.monitor == "auto":
+        return "val_map" if multilabel else "val_accuracy"
+    allowed = MULTILABEL_MONITORS if multilabel else SINGLE_LABEL_MONITORS
+    if cfg.monitor not in allowed:
+        kind = "a multi-label" if multilabel else "a single-label"
+        raise ConfigError(f"train.monitor={cfg.monitor}: not produced on {kind} set; use auto or one of "
+                          f"{', '.join(allowed)}")
+    return cfg.monitor
+
+
+def _monitor_value(record: dict, monitor: str) -> float:
     v = record.get(monitor)
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    if v is None or (isinstance(v, float) and math.isnan(v)):  # never fall back to another number silently
+        raise RuntimeError(f"epoch {record['epoch']}: the validation part gave no {monitor} (train.monitor); "
+                           "is it too small (no positive of any class)?")
+    return v
 
 
 def _better(value: float, best: Optional[float], monitor: str) -> bool:
@@ -154,8 +187,9 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         resume: bool = False, progress: bool = True, seed: int = 0, dist: Dist = Dist(),
         reset_log: Optional[Callable[[list[dict]], None]] = None,
         on_best: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
-    """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights)
-    in `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
+    """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights of
+    the best epoch on the validation monitor, or of the last epoch when there is no validation part) in
+    `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
     stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
     after the last checkpoint is run again, not logged twice)."""
     from tqdm import tqdm
@@ -173,7 +207,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     crit = loss_fn(multilabel, cfg.label_smoothing)
-    result = FitResult()
+    has_val = val is not None and len(val.rows) > 0
+    result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
     start_epoch, bad_epochs = 0, 0
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
@@ -235,7 +270,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
                   "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
-        if val is not None and len(val.rows):
+        if has_val:
             distributed.sync_buffers(model)  # every rank evaluates the same model, so all stop together
             scores, targets, vloss = predict_scores(model, val, device, multilabel)
             m = score_metrics(scores, targets, num_classes, multilabel)
@@ -244,10 +279,11 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
                 if key in m:
                     record[f"val_{key}"] = m[key]
         result.history.append(record)
-        value = _monitor_value(record, cfg.monitor)
-        if value is None:  # no validation set: the last epoch is the best one
-            value = -record["train_loss"] if not cfg.monitor.endswith("loss") else record["train_loss"]
-        improved = _better(value, result.best_value, cfg.monitor)
+        if result.monitor is None:  # no validation part: nothing is chosen, the last epoch is kept
+            value, improved = None, True
+        else:
+            value = _monitor_value(record, result.monitor)
+            improved = _better(value, result.best_value, result.monitor)
         if improved:
             result.best_epoch, result.best_value, bad_epochs = epoch + 1, value, 0
         else:
