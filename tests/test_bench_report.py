@@ -66,7 +66,8 @@ def test_report_tables_plots_and_published_numbers(bench_and_eval, tmp_path):
     row = next(r for r in result["rows"] if r["run"] == "tiny-train")
     assert row["latency_torch_ms"] > 0 and row["latency_onnxruntime_ms"] > 0 and row["macs"] > 0 and row["size_mb"] > 0
     md = (tmp_path / "report.md").read_text()
-    assert ("| Model | Architecture | Compression | Format | Train accuracy | Validation accuracy [95% CI] | "
+    assert ("| Model | Architecture | Compression | Format | Checkpoint chosen on | Train accuracy | "
+            "Validation accuracy [95% CI] | "
             "Test accuracy [95% CI] |") in md
     assert "| torch eager, 1 thread, batch 1 (ms) | ONNX Runtime, 1 thread, batch 1 (ms) |" in md
     assert "Published numbers (theirs, not measured here)" in md and "| gtzan-resnet152 | resnet152 | fp16 | 78.0% | 116 |" in md
