@@ -15,7 +15,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$( [ -x "$REPO/.venv/bin/python" ] && echo "$REPO/.venv/bin/python" || echo python3 )}  # runs pip and x86
 CACHE=${AUDIOCOMP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/audiocomp}/aarch64-bookworm
-OUT=verify_aarch64.json
+OUT=bench-results/verify_aarch64.json  # + .x86_64.jsonl, .aarch64.jsonl, .meta.json beside it
 ORT=""
 SUITES="bookworm bookworm-updates"
 PY_ARM=3.11
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift 2 ;;
     --onnxruntime) ORT=$2; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     --*) usage ;;
     *) break ;;
   esac
@@ -160,14 +160,21 @@ FMT=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["format"
 BASE=${OUT%.json}
 t0=$(now)
 env PYTHONPATH="$SITE_X86" PYTHONNOUSERSITE=1 "$PYTHON" "$BUNDLE/predict.py" "$BUNDLE" "$@" --json --top-k "$K" --threads 1 \
-  > "$BASE.x86_64.jsonl" 2>> "$LOG" || true  # a clip that fails is an error line, judged below
+  > "$BASE.x86_64.jsonl" 2> "$BASE.x86_64.stderr" || true  # a clip that fails is an error line, judged below
 x86_s=$(since "$t0")
 t0=$(now)
 env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 PYTHONPATH="$SITE_ARM" \
   "$QEMU" -cpu cortex-a72 -L "$ROOT" "$ROOT/usr/bin/python$PY_ARM" -s "$BUNDLE/predict.py" "$BUNDLE" "$@" \
-  --json --top-k "$K" --threads 1 > "$BASE.aarch64.jsonl" 2>> "$LOG" || true
+  --json --top-k "$K" --threads 1 > "$BASE.aarch64.jsonl" 2> "$BASE.aarch64.stderr" || true
 arm_s=$(since "$t0")
-[ -s "$BASE.aarch64.jsonl" ] || { tail -5 "$LOG" >&2; echo "error: the emulated predict.py printed nothing; see $LOG" >&2; exit 1; }
+for side in x86_64 aarch64; do  # no answer at all (the model did not load): the result says why
+  if [ ! -s "$BASE.$side.jsonl" ]; then
+    "$PYTHON" -c 'import json,sys; print(json.dumps({"pass": False, "error": sys.argv[1] + ": " + sys.argv[2]}))' \
+      "$side" "$(tail -1 "$BASE.$side.stderr")" > "$OUT"
+    echo "FAIL: predict.py on $side answered nothing: $(tail -1 "$BASE.$side.stderr")" >&2
+    exit 1
+  fi
+done
 
 # ---- compare, summarise
 "$PYTHON" - "$BASE.meta.json" <<EOF
@@ -175,7 +182,7 @@ import json, sys
 from pathlib import Path
 w313 = Path("$W313.json")
 meta = {
-    "bundle": "$BUNDLE", "clip_args": $(printf '%s\n' "$@" | "$PYTHON" -c 'import json,sys; print(json.dumps([l.rstrip("\n") for l in sys.stdin]))'),
+    "bundle": "$BUNDLE",
     "reference": {"machine": "x86_64: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)", "python": "$("$PYTHON" -c 'import platform; print(platform.python_version())')",
                   **{k: v for k, v in $(dists "$SITE_X86").items() if k in ("onnxruntime", "numpy", "soundfile", "soxr")},
                   "wall_s": $x86_s},

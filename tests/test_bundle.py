@@ -83,7 +83,7 @@ def test_pinning_drops_unused_domains_and_lowers_the_ir_version(tmp_path):
     info = bundle.pin_model(path, bundle.TARGETS["rpi4"])
     pinned = onnx.load(str(path))
     assert [(o.domain, o.version) for o in pinned.opset_import] == [("", 17)] and pinned.ir_version == 8
-    assert info == {"opset": 17, "ir_version": 8, "exported_opset": 17, "exported_ir_version": 10}
+    assert info == {"opset": 17, "ir_version": 8, "exported_opset": 17, "exported_ir_version": 10, "late_ops": []}
     import onnxruntime as ort
 
     out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": np.array([[-1, 0, 2, -3]], np.float32)})
@@ -91,6 +91,18 @@ def test_pinning_drops_unused_domains_and_lowers_the_ir_version(tmp_path):
     before = path.read_bytes()
     bundle.pin_model(path, bundle.TARGETS["rpi4"])
     assert path.read_bytes() == before  # already pinned: the file is left as it is
+
+
+def test_a_dynamic_int8_convolution_raises_the_runtime_floor(tmp_path):
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1, 2, 2])
+    w = helper.make_tensor("w", TensorProto.INT8, [1, 1, 3, 3], [1] * 9)
+    graph = helper.make_graph([helper.make_node("ConvInteger", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    pins = bundle.pin_model(path, bundle.TARGETS["rpi4"])
+    assert pins["late_ops"] == ["ConvInteger"]
+    assert "onnxruntime 1.24.1 or newer" in bundle.runtime_note(bundle.TARGETS["rpi4"], pins)
 
 
 def test_cli_options_override_the_export_section(trained_run):
@@ -165,3 +177,21 @@ def test_int8_rule_needs_98_percent_and_counts_failures(tmp_path):
     assert not r["pass"] and r["failed"] == ["c0"]  # an error on the device side never passes
     r = agreement.compare(ref, answers(tmp_path, "arm4", [(f, {"0": 0.7, "1": 0.3}) for f in files[1:]]), "fp32")
     assert not r["pass"] and r["failed"] == ["c0"]  # nor does a missing answer
+
+
+def test_verify_script_skips_with_a_reason_it_writes_down(tmp_path):
+    """Exit 3 and {"skipped": reason} where emulation cannot run: here, a python without pip for the wheels."""
+    import subprocess
+    import venv
+    from pathlib import Path
+
+    venv.create(tmp_path / "nopip", with_pip=False)
+    for f in ("bundle.json", "requirements.txt", "predict.py", "labels.json"):
+        (tmp_path / f).write_text("{}")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "verify_aarch64.sh"
+    out = subprocess.run(["bash", str(script), "--out", str(tmp_path / "r.json"), str(tmp_path), "clip.wav"],
+                         capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": str(tmp_path / "nopip/bin/python")})
+    assert out.returncode == 3, out.stderr
+    reason = json.loads((tmp_path / "r.json").read_text())["skipped"]
+    assert "has no pip" in reason and reason in out.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from audiocomp.config import load_config
 from audiocomp.deploy.agreement import MARGIN, MIN_INT8, PROB_TOL
-from audiocomp.deploy.bundle import OLDEST_TESTED_ONNXRUNTIME, REQUIREMENTS
+from audiocomp.deploy.bundle import LATE_OPS, OLDEST_TESTED_ONNXRUNTIME, REQUIREMENTS
 from audiocomp.runs import read_json
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -33,7 +33,7 @@ FSDD_CNN = ["data.dataset=fsdd", "features.sample_rate=8000", "features.duration
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    """(float bundle, INT8 bundle, the 300 test clips) from one small CNN trained on FSDD."""
+    """Float, static INT8 and dynamic INT8 bundles of one small CNN trained on FSDD, and the 300 test clips."""
     from conftest import FSDD
 
     from audiocomp.stages import export, quantize, train
@@ -50,8 +50,10 @@ def bundles(tmp_path_factory):
     prepared = load_prepared(model_run_parent(fp32))
     root = Path(read_json(prepared.run / "data.json")["root"])
     clips = [str(root / prepared.store.items[i].path) for i in prepared.split()["test"]]
-    out = [export.run(r.config(), r, runs, force=True).path / "deploy" for r in (fp32, int8)]
-    return out[0], out[1], clips
+    dcfg = load_config([], ["quantize.backend=onnxruntime", "quantize.method=dynamic"], base=cfg.to_dict())
+    dyn = quantize.run(dcfg, fp32, runs, name="fsdd-dyn", progress=False)
+    out = [export.run(r.config(), r, runs, force=True).path / "deploy" for r in (fp32, int8, dyn)]
+    return {"fp32": out[0], "int8": out[1], "dynamic": out[2], "clips": clips}
 
 
 def verify(bundle: Path, clips: list[str], out: Path, *options: str) -> dict:
@@ -62,6 +64,7 @@ def verify(bundle: Path, clips: list[str], out: Path, *options: str) -> dict:
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     print(proc.stdout)  # the summary table, shown with -s
     result = json.loads(out.read_text())
+    assert "error" not in result, result["error"]  # no answer at all on one side (the model did not load)
     assert result["clips"] == len(clips) >= 200 and result["failed"] == []
     assert result["other"]["python"].startswith("3.11.") and "aarch64" in result["other"]["machine"]
     return result
@@ -74,8 +77,7 @@ def check_float(r: dict) -> None:
 
 
 def test_float_bundle_answers_the_same_on_aarch64(bundles, tmp_path):
-    fp32, _, clips = bundles
-    r = verify(fp32, clips, tmp_path / "fp32.json")
+    r = verify(bundles["fp32"], bundles["clips"], tmp_path / "fp32.json")
     pinned = dict(line.split("==") for line in REQUIREMENTS)
     assert r["other"]["onnxruntime"] == pinned["onnxruntime"] and r["other"]["numpy"] == pinned["numpy"]
     check_float(r)
@@ -86,19 +88,31 @@ def test_float_bundle_answers_the_same_on_aarch64(bundles, tmp_path):
 
 
 def test_int8_bundle_agrees_on_aarch64(bundles, tmp_path):
-    _, int8, clips = bundles
-    assert json.loads((int8 / "bundle.json").read_text())["format"] == "onnx-int8-static"
-    r = verify(int8, clips, tmp_path / "int8.json")
-    assert r["top1_agreement"] >= MIN_INT8 == 0.98 and r["pass"], r["disagreements"]
+    for kind in ("int8", "dynamic"):  # ONNX Runtime static (QDQ) and dynamic (ConvInteger) INT8
+        assert json.loads((bundles[kind] / "bundle.json").read_text())["format"].startswith("onnx-int8-")
+        r = verify(bundles[kind], bundles["clips"], tmp_path / f"{kind}.json")
+        assert r["top1_agreement"] >= MIN_INT8 == 0.98 and r["pass"], r["disagreements"]
 
 
 @pytest.mark.parametrize("which", ["fp32", "int8"])
 def test_the_oldest_tested_onnxruntime_loads_the_bundle(bundles, tmp_path, which):
     """The runtime floor the bundle README states, on aarch64: ONNX Runtime's quantizer stamps unused domains
     (ai.onnx.ml 5) that this release refuses, which export's pinning removes."""
-    bundle = bundles[0] if which == "fp32" else bundles[1]
-    r = verify(bundle, bundles[2], tmp_path / f"{which}-old.json", "--onnxruntime", OLDEST_TESTED_ONNXRUNTIME)
+    r = verify(bundles[which], bundles["clips"], tmp_path / f"{which}-old.json", "--onnxruntime",
+               OLDEST_TESTED_ONNXRUNTIME)
     assert r["other"]["onnxruntime"] == OLDEST_TESTED_ONNXRUNTIME
     if which == "fp32":
         check_float(r)
     assert r["pass"]
+
+
+def test_dynamic_int8_needs_the_onnxruntime_its_readme_names(bundles, tmp_path):
+    version, _ = LATE_OPS["ConvInteger"]
+    assert f"onnxruntime {version} or newer" in (bundles["dynamic"] / "README.md").read_text()
+    r = verify(bundles["dynamic"], bundles["clips"], tmp_path / "dyn-floor.json", "--onnxruntime", version)
+    assert r["pass"] and r["other"]["onnxruntime"] == version
+    proc = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path / "dyn-older.json"), "--onnxruntime", "1.23.2",
+                           str(bundles["dynamic"]), *bundles["clips"][:5]], capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 1  # the release before cannot load it (verify() above did not skip: emulation works)
+    assert "NOT_IMPLEMENTED" in json.loads((tmp_path / "dyn-older.json").read_text())["error"]

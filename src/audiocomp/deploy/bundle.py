@@ -16,6 +16,10 @@ REQUIREMENTS = ("numpy==2.4.6", "onnxruntime==1.32.0", "soundfile==0.14.0", "sox
 # The oldest onnxruntime with CPython 3.11 wheels (x86_64 and aarch64); tests/realdata/test_aarch64.py runs
 # an opset-17 / IR-8 bundle with it under aarch64 emulation.
 OLDEST_TESTED_ONNXRUNTIME = "1.15.0"
+# Operators whose onnxruntime kernel came later than the opset does, measured on emulated aarch64
+# (scripts/verify_aarch64.sh --onnxruntime VERSION): ONNX Runtime's dynamic INT8 convolution.
+LATE_OPS = {"ConvInteger": ("1.24.1", "ConvInteger with int8 weights (dynamic INT8 convolutions), which "
+                                      "onnxruntime 1.23.2 and older cannot run")}
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def pin_model(path: Path, target: Target) -> dict:
         with atomic_path(path) as tmp:
             onnx.save(model, str(tmp))
     return {"opset": min(opset, target.opset), "ir_version": model.ir_version, "exported_opset": opset,
-            "exported_ir_version": exported_ir}
+            "exported_ir_version": exported_ir, "late_ops": sorted({n.op_type for n in model.graph.node} & set(LATE_OPS))}
 
 
 def requirements(target: Target) -> str:
@@ -157,16 +161,15 @@ def readme(target: Target, fmt: str, prep: dict, files: dict[str, int], pins: di
             f"`--stream` reads raw S16_LE PCM (`--rate`, `--channels`) from standard input, resamples it to {rate} Hz "
             f"and classifies a {prep['duration']} s window every `--hop` seconds (one line, or JSON with `--json`, per "
             "window, with its processing time); at the end it prints the real-time factor on standard error.",
-            f"`--threads 1` is the default for `--stream` (the model is small); `--threads 0` uses every core.",
+            "`--threads N` sets onnxruntime's threads (0, the default, uses every core; a small model often runs "
+            "fastest on 1).",
         ]
     lines += [
         "",
         "## Runtime versions",
         "",
         f"`requirements.txt` pins releases that publish wheels for {target.wheel_platform} ({target.python}). "
-        f"`model.onnx` (opset {pins['opset']}, IR {pins['ir_version']}) needs {target.runtime_floor} or newer, the "
-        f"first releases that implement both. The oldest onnxruntime run here on an opset-17, IR-8 bundle is "
-        f"{OLDEST_TESTED_ONNXRUNTIME} (the oldest with CPython 3.11 wheels), under aarch64 emulation.",
+        + runtime_note(target, pins),
         "",
         "Checked before release on an emulated aarch64 (Debian 12, Python 3.11, QEMU user mode as a Cortex-A72): "
         "`scripts/verify_aarch64.sh BUNDLE CLIPS...` in the audiocomp repository installs these wheels and "
@@ -176,6 +179,17 @@ def readme(target: Target, fmt: str, prep: dict, files: dict[str, int], pins: di
     return "\n".join(lines)
 
 
+def runtime_note(target: Target, pins: dict) -> str:
+    model = f"`model.onnx` (opset {pins['opset']}, IR {pins['ir_version']})"
+    if pins["late_ops"]:
+        version, why = LATE_OPS[pins["late_ops"][0]]
+        return (f"{model} holds {why}: it needs onnxruntime {version} or newer (measured under aarch64 "
+                "emulation).")
+    return (f"{model} needs {target.runtime_floor} or newer, the first release(s) to implement both. The oldest "
+            f"onnxruntime run here on an opset-17, IR-8 bundle is {OLDEST_TESTED_ONNXRUNTIME} (the oldest with "
+            "CPython 3.11 wheels), under aarch64 emulation.")
+
+
 def write(deploy: Path, target_name: str, fmt: str, prep: dict) -> dict:
     """Pin model.onnx for the target and write requirements.txt, bundle.json and README.md into `deploy`.
     Returns bundle.json's content."""
@@ -183,7 +197,7 @@ def write(deploy: Path, target_name: str, fmt: str, prep: dict) -> dict:
     pins = pin_model(deploy / prep["model_file"], target)
     atomic_write_text(deploy / "requirements.txt", requirements(target))
     info = {"target": target.name, "device": target.device, "format": fmt, **pins,
-            "runtime_floor": target.runtime_floor, "oldest_tested_onnxruntime": OLDEST_TESTED_ONNXRUNTIME,
+            "runtime": runtime_note(target, pins),
             "requirements": list(REQUIREMENTS), "wheel_platform": target.wheel_platform, "python": target.python}
     atomic_write_json(deploy / "bundle.json", info)
     files = {p.name: p.stat().st_size for p in deploy.iterdir() if p.is_file() and p.name != "README.md"}

@@ -26,6 +26,10 @@ class AudioError(ValueError):
     """A file that cannot be classified; the message names the file."""
 
 
+class ModelError(RuntimeError):
+    """The installed onnxruntime cannot load or run the model (too old a release, a missing kernel)."""
+
+
 # ------------------------------------------------------------------------------------------ audio
 
 def load_audio(path: Path, sample_rate: int) -> np.ndarray:
@@ -101,8 +105,12 @@ class OnnxClassifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / self.prep["model_file"]), opts,
-                                            providers=["CPUExecutionProvider"])
+        model = folder / self.prep["model_file"]
+        try:
+            self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types; requirements.txt names a release that works
+            raise ModelError(f"{model}: onnxruntime {ort.__version__} cannot load it: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.sample_rate, self.samples = self.prep["sample_rate"], self.prep["samples"]
         self.mel_basis = self.dct = None
@@ -306,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rate, --channels and --hop must be positive")
     try:
         clf = OnnxClassifier(args.model_dir, args.threads)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.stream:
