@@ -43,6 +43,7 @@ OUT=$(realpath -m "$OUT")
 mkdir -p "$(dirname "$OUT")" "$CACHE/logs"
 LOG=$CACHE/logs/verify-$$.log
 : > "$LOG"
+ls -t "$CACHE"/logs/verify-*.log | tail -n +21 | xargs -r rm -f  # keep the 20 latest logs
 
 skip() {  # cannot emulate here: say why, write it down, exit 3
   echo "SKIP: $*" >&2
@@ -118,6 +119,7 @@ userland_s=$(since "$t0")
 
 # ---- wheels: the bundle's requirements (or the --onnxruntime variant) for aarch64 / CPython 3.11, and for x86
 REQ_ARM=$CACHE/logs/requirements-arm-$$.txt
+trap 'rm -f "$REQ_ARM"' EXIT
 cp "$BUNDLE/requirements.txt" "$REQ_ARM"
 if [ -n "$ORT" ]; then
   sed -i "s/^onnxruntime==.*/onnxruntime==$ORT/" "$REQ_ARM"

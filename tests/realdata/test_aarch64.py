@@ -4,8 +4,8 @@ Cortex-A72) with the wheels requirements.txt pins, and on x86-64; their answers 
 (float: same top-1 where the x86 top-2 margin > 1e-4, |probability difference| <= 1e-4; INT8: >= 98% top-1).
 The oldest onnxruntime the bundle README names must load and agree too. Skips, with the script's reason, where
 emulation is unavailable (no qemu and no root to install it, no network for packages and wheels).
-Measured on the 2-core development VM under load from other jobs: about 5 minutes with a cold cache
-(qemu-user-static already installed), 3 with a warm one; most of it training and emulated inference."""
+Measured on the 2-core development VM under load from other jobs: 4 min 27 s cold (qemu-user-static not
+installed, empty cache), 2 min 43 s warm; about a minute of it is training."""
 from __future__ import annotations
 
 import json
