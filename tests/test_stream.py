@@ -12,7 +12,6 @@ import soxr
 
 from audiocomp.deploy.predict_onnx import stream_windows
 
-pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +56,7 @@ def scores(window) -> dict:
     return {t["label"]: t["score"] for t in window["top"]}
 
 
+@pytest.mark.realdata
 def test_stream_at_the_model_rate_is_file_mode(bundle, speech, tmp_path):
     sf.write(tmp_path / "speech.wav", speech, 8000, subtype="PCM_16")
     want = file_mode(bundle, tmp_path / "speech.wav")
@@ -71,6 +71,7 @@ def test_stream_at_the_model_rate_is_file_mode(bundle, speech, tmp_path):
     assert 0 < summary["real_time_factor"] == pytest.approx(summary["processing_s"] / summary["audio_s"], rel=0.01)
 
 
+@pytest.mark.realdata
 def test_stream_resamples_and_mixes_channels_like_file_mode(bundle, speech, tmp_path):
     """A 16-kHz stereo capture: file mode resamples the whole file (soxr one-shot), the stream chunk by chunk
     (soxr's streaming resampler); both mix the channels by their mean."""
@@ -86,6 +87,7 @@ def test_stream_resamples_and_mixes_channels_like_file_mode(bundle, speech, tmp_
         assert max(abs(p - scores(g)[label]) for label, p in scores(w).items()) <= 1e-5
 
 
+@pytest.mark.realdata
 def test_overlapping_windows_every_hop(bundle, speech, tmp_path):
     sf.write(tmp_path / "speech.wav", speech, 8000, subtype="PCM_16")
     whole = {w["start_s"]: scores(w) for w in file_mode(bundle, tmp_path / "speech.wav")}
