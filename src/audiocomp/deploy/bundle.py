@@ -151,7 +151,7 @@ def readme(target: Target, fmt: str, prep: dict, files: dict[str, int], pins: di
             "## Run it",
             "",
             "```",
-            "scp -r bundle/ pi@raspberrypi:audiocomp-bundle/     # copy the folder to the device",
+            f"scp -r bundle/ {'pi@raspberrypi' if target.name == 'rpi4' else 'user@device'}:audiocomp-bundle/   # copy the folder",
             "cd audiocomp-bundle",
             "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
             ".venv/bin/python predict.py . clip.wav recordings/ --top-k 3 --json   # files",
