@@ -171,9 +171,10 @@ def readme(target: Target, fmt: str, prep: dict, files: dict[str, int], pins: di
         f"`requirements.txt` pins releases that publish wheels for {target.wheel_platform} ({target.python}). "
         + runtime_note(target, pins),
         "",
-        "Checked before release on an emulated aarch64 (Debian 12, Python 3.11, QEMU user mode as a Cortex-A72): "
-        "`scripts/verify_aarch64.sh BUNDLE CLIPS...` in the audiocomp repository installs these wheels and "
-        "compares every answer with x86-64. Emulation shows the answers, not the speed: time it on the device.",
+        "To check this folder on the Pi's architecture without a Pi: `scripts/verify_aarch64.sh BUNDLE CLIPS...` "
+        "in the audiocomp repository runs it on an emulated aarch64 (Debian 12, Python 3.11, QEMU user mode as a "
+        "Cortex-A72) with these wheels and compares every answer with x86-64 (audiocomp's tests do so for FSDD "
+        "bundles). Emulation shows the answers, not the speed: time it on the device.",
         "",
     ]
     return "\n".join(lines)
