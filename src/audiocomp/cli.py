@@ -222,14 +222,16 @@ def bench(from_: Annotated[str, typer.Option("--from", help="The model run to be
 def export(from_: Annotated[str, typer.Option("--from", help="The model run to export (name or path).")],
            format_: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
            out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
-           with_frontend: Annotated[bool, typer.Option("--with-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples.")] = False,
-           tolerance: Annotated[float, typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check.")] = 1e-3,
+           target: Annotated[Optional[str], typer.Option("--target", help="x86, rpi4 or jetson-nano: opset, IR version, requirements.txt and README of the bundle [default: export.target].")] = None,
+           with_frontend: Annotated[Optional[bool], typer.Option("--with-frontend/--without-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples [default: export.with_frontend].")] = None,
+           tolerance: Annotated[Optional[float], typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check [default: 1e-3, INT8 0.02].")] = None,
            torchscript: Annotated[bool, typer.Option("--torchscript", help="Also write model.ts.pt (traced, features in).")] = False,
-           runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False):
-    """Write a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py) and check it
-    against the original model on real inputs.
+           config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+           force: ForceOpt = False):
+    """Write a deployable bundle (model.onnx, labels.json, preprocessing.json, predict.py, requirements.txt,
+    README.md for the target device) and check it against the original model on real inputs.
 
-    Example: `audiocomp export --from train-cnn-1a2b3c4d --format onnx --with-frontend --out deploy/`
+    Example: `audiocomp export --from train-cnn-1a2b3c4d --target rpi4 --with-frontend --out bundle/`
     """
     from .config import ConfigError
     from .stages import export as stage
@@ -237,10 +239,13 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     if format_ != "onnx":
         raise ConfigError(f"--format {format_}: only onnx is supported")
     model_run = _open_run(from_, runs_dir)
-    run = stage.run(model_run.config(), model_run, runs_dir, name=name, force=force, with_frontend=with_frontend,
-                    out=out, tolerance=tolerance, torchscript=torchscript)
+    options = {"target": target, "with_frontend": with_frontend, "tolerance": tolerance}  # override export:
+    sets = [*(set_ or []), *(f"export.{k}={v}" for k, v in options.items() if v is not None)]
+    run = stage.run(_config(config, sets, base=model_run.config_dict()), model_run, runs_dir, name=name, force=force,
+                    out=out, torchscript=torchscript)
     m = run.metrics()
-    typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX ({'audio in' if m['with_frontend'] else 'features in'}); "
+    typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX for {m['target']} (opset {m['opset']}, IR {m['ir_version']}; "
+               f"{'audio in' if m['with_frontend'] else 'features in'}); "
                f"max |diff| vs original {m['max_abs_diff']:.2e} on {m['check_items']} items, "
                f"top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
 

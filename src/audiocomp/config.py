@@ -171,6 +171,12 @@ class BenchConfig(Section):
     device_profile: Optional[Literal["rpi4", "jetson-nano"]] = None  # thread/batch presets only
 
 
+class ExportConfig(Section):
+    target: Literal["x86", "rpi4", "jetson-nano"] = "x86"  # the bundle's device (deploy/bundle.py TARGETS)
+    with_frontend: bool = False  # log-mel front end inside the ONNX graph: the device feeds raw samples
+    tolerance: Optional[float] = Field(None, gt=0)  # check: max |logit diff| / max(1, |logit|); None: 1e-3, INT8 0.02
+
+
 class ReportConfig(Section):
     title: str = "audiocomp report"
     formats: list[Literal["md", "csv", "html"]] = Field(default_factory=lambda: ["md", "csv", "html"])
@@ -204,6 +210,7 @@ class Config(Section):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 

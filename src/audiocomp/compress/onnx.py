@@ -38,8 +38,9 @@ def session(path: Path | str, threads: int = 0):
 def run_session(sess, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
 
-def model_onnx(model, spec, folder: Path, path: Path) -> None:
-    """The model's ONNX graph at `path`: the compression step's ONNX artifact if it has one, else exported."""
+def model_onnx(model, spec, folder: Path, path: Path, opset: int = OPSET) -> None:
+    """The model's ONNX graph at `path`: the compression step's ONNX artifact if it has one, else exported
+    (at `opset`)."""
     step = spec.compression[-1] if spec.compression else {}
     artifact = folder / step.get("artifact", "") if step.get("artifact") else None
     if artifact is not None and artifact.suffix == ".onnx" and artifact.is_file():
@@ -50,7 +51,7 @@ def model_onnx(model, spec, folder: Path, path: Path) -> None:
                              "export its float parent, or quantize with quantize.backend=onnxruntime for a "
                              "portable INT8 model")
     try:
-        export_onnx(model, spec.feature_shape, path)
+        export_onnx(model, spec.feature_shape, path, opset)
     except Exception as exc:
         raise ModelLoadError(f"{folder}: cannot export this model to ONNX ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:160]}); export the float parent and quantize with "

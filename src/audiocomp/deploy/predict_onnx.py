@@ -5,15 +5,18 @@ resampled), and nothing else from audiocomp, so that `audiocomp export` can copy
 folder as predict.py and a Raspberry Pi needs just `pip install numpy soundfile soxr onnxruntime`:
 
     python predict.py . clip.wav other.flac --top-k 3 --json
+    arecord -f S16_LE -r 16000 -c 1 | python predict.py . --stream --rate 16000
 
 Long files are cut into consecutive windows of the model's duration; each window gets an answer and the
 file gets their mean probability. A file that cannot be read gets an error line; the others still run.
+`--stream` reads raw 16-bit PCM from standard input and classifies a sliding window every `--hop` seconds.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,10 @@ import numpy as np
 
 class AudioError(ValueError):
     """A file that cannot be classified; the message names the file."""
+
+
+class ModelError(RuntimeError):
+    """The installed onnxruntime cannot load or run the model (too old a release, a missing kernel)."""
 
 
 # ------------------------------------------------------------------------------------------ audio
@@ -98,8 +105,12 @@ class OnnxClassifier:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(folder / self.prep["model_file"]), opts,
-                                            providers=["CPUExecutionProvider"])
+        model = folder / self.prep["model_file"]
+        try:
+            self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types; requirements.txt names a release that works
+            raise ModelError(f"{model}: onnxruntime {ort.__version__} cannot load it: "
+                             f"{str(exc).splitlines()[0][:300]}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.sample_rate, self.samples = self.prep["sample_rate"], self.prep["samples"]
         self.mel_basis = self.dct = None
@@ -127,7 +138,7 @@ def to_probabilities(logits: np.ndarray, multilabel: bool) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ prediction
 
 def top(probs: np.ndarray, labels: list[str], k: int) -> list[dict]:
-    order = np.argsort(-probs)[:k]
+    order = np.argsort(-probs, kind="stable")[:k]  # exact ties (INT8) go to the first class, on every machine
     return [{"label": labels[i], "score": round(float(probs[i]), 6)} for i in order]
 
 
@@ -181,20 +192,133 @@ def predict_paths(paths: list[str], clf, top_k: int = 3, as_json: bool = False, 
     return failed
 
 
+# ------------------------------------------------------------------------------------------ live audio
+
+def pcm_blocks(stream, channels: int, frames: int):
+    """Raw S16_LE PCM from a binary stream -> float32 mono blocks of up to `frames` samples (the same
+    scaling soundfile applies to 16-bit files; channels mixed by their mean, as in file mode)."""
+    frame_bytes = 2 * channels
+    rest = b""
+    while True:
+        data = stream.read(frames * frame_bytes)
+        if not data:
+            return
+        data = rest + data
+        whole = len(data) // frame_bytes * frame_bytes
+        rest = data[whole:]
+        pcm = np.frombuffer(data[:whole], dtype="<i2").reshape(-1, channels)
+        yield pcm.mean(axis=1, dtype=np.float32) / np.float32(32768)
+
+
+def stream_windows(blocks, clf, rate: int, hop_s: float, top_k: int = 3, stats: dict | None = None):
+    """Classify the window of the model's duration that starts every `hop_s` seconds of a stream of mono
+    blocks at `rate` Hz (resampled with soxr's streaming HQ resampler when it differs from the model's).
+    Yields {"start_s", "end_s", "top", "ms"}; `ms` is the window's feature + inference time. At the end of
+    the stream a last partial window is classified, zero-padded, under file mode's rule (it holds at least
+    half a window, or nothing was classified yet), so with hop = duration the windows are file mode's.
+    `stats` receives audio_s and processing_s (resampling included) for the real-time factor."""
+    sr, length = clf.sample_rate, clf.samples
+    hop = max(1, int(round(hop_s * sr)))
+    resampler = None
+    if rate != sr:
+        import soxr
+
+        resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
+    stats = {} if stats is None else stats
+    stats.update(audio_s=0.0, processing_s=0.0, windows=0)
+    buf, offset, start, received = np.zeros(0, np.float32), 0, 0, 0  # buf[0] is stream sample `offset`
+
+    def classify(window, end):
+        t = time.perf_counter()
+        probs = clf.scores(window[None])[0]
+        spent = time.perf_counter() - t
+        stats["processing_s"] += spent
+        stats["windows"] += 1
+        return {"start_s": round(start / sr, 3), "end_s": round(end / sr, 3), "top": top(probs, clf.labels, top_k),
+                "ms": round(spent * 1e3, 3)}
+
+    for block in _then_end(blocks):
+        t = time.perf_counter()
+        if block is not None:
+            stats["audio_s"] += len(block) / rate
+        if resampler is not None:
+            block = resampler.resample_chunk(np.zeros(0, np.float32) if block is None else block, last=block is None)
+        stats["processing_s"] += time.perf_counter() - t
+        if block is not None and len(block):
+            buf = np.concatenate([buf, block])
+            received += len(block)
+        while start + length <= received:
+            yield classify(buf[start - offset:start - offset + length], start + length)
+            start += hop
+        drop = min(start, received) - offset  # samples no later window needs
+        buf, offset = buf[drop:], offset + drop
+    if received > start and (received - start >= length // 2 or start == 0):
+        yield classify(fix_length(buf[start - offset:], length), received)
+
+
+def _then_end(blocks):
+    yield from blocks
+    yield None  # end of stream: flush the resampler, classify the tail
+
+
+def stream_main(args, clf, out=None, err=None) -> int:
+    """`--stream`: one line (or JSON object) per window on `out`, the real-time factor on `err` at the end."""
+    out, err = out or sys.stdout, err or sys.stderr
+    rate = args.rate or clf.sample_rate
+    hop = args.hop if args.hop is not None else clf.samples / clf.sample_rate / 2
+    stats: dict = {}
+    blocks = pcm_blocks(sys.stdin.buffer, args.channels, max(1, rate // 10))  # 0.1-s reads: low latency
+    try:
+        for w in stream_windows(blocks, clf, rate, hop, args.top_k, stats):
+            if args.json:
+                line = json.dumps(w)
+            else:
+                answers = "  ".join(f"{t['label']} {t['score']:.3f}" for t in w["top"])
+                line = f"{w['start_s']:9.3f}-{w['end_s']:.3f} s  {answers}  ({w['ms']:.1f} ms)"
+            print(line, file=out, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C ends a live session: still report what was measured
+        pass
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        return 0
+    rtf = stats["processing_s"] / stats["audio_s"] if stats["audio_s"] else None
+    summary = {"windows": stats["windows"], "audio_s": round(stats["audio_s"], 3), "rate": rate,
+               "model_rate": clf.sample_rate, "hop_s": hop, "processing_s": round(stats["processing_s"], 4),
+               "real_time_factor": None if rtf is None else round(rtf, 5), "threads": args.threads}
+    if args.json:
+        print(json.dumps({"summary": summary}), file=err, flush=True)
+    else:
+        print(f"stream: {summary['windows']} windows over {summary['audio_s']:.1f} s of audio at {rate} Hz, "
+              f"processing {summary['processing_s']:.3f} s: real-time factor "
+              f"{'n/a' if rtf is None else f'{rtf:.4f}'} (threads {args.threads or 'all'})", file=err, flush=True)
+    return 0 if stats["audio_s"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="Example: python predict.py . clip.wav --top-k 3 --json")
     ap.add_argument("model_dir", help="the exported folder (model.onnx, labels.json, preprocessing.json)")
-    ap.add_argument("files", nargs="+", help="audio files or folders of them")
+    ap.add_argument("files", nargs="*", help="audio files or folders of them")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: all cores)")
-    args = ap.parse_args(argv)
+    live = ap.add_argument_group("live audio (--stream)")
+    live.add_argument("--stream", action="store_true", help="read raw S16_LE PCM from standard input")
+    live.add_argument("--rate", type=int, help="input sample rate in Hz [default: the model's]")
+    live.add_argument("--channels", type=int, default=1, help="interleaved input channels, mixed to mono")
+    live.add_argument("--hop", type=float, help="seconds between window starts [default: half the model's window]")
+    args = ap.parse_intermixed_args(argv)
+    if args.stream == bool(args.files):
+        ap.error("give audio files, or --stream to read PCM from standard input (not both)")
+    if args.stream and (args.channels < 1 or (args.rate is not None and args.rate < 1)
+                        or (args.hop is not None and args.hop <= 0)):
+        ap.error("--rate, --channels and --hop must be positive")
     try:
         clf = OnnxClassifier(args.model_dir, args.threads)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.stream:
+        return stream_main(args, clf)
     return 1 if predict_paths(args.files, clf, args.top_k, args.json) else 0
 
 

@@ -12,7 +12,7 @@ import torch
 from ..audio import fix_length, load
 from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
-from ..deploy import predict_onnx
+from ..deploy import bundle, predict_onnx
 from ..deploy.frontend import LogMelFrontend, dct_matrix
 from ..features.extract import FeatureExtractor
 from ..models import load_model
@@ -89,29 +89,38 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
-        force: bool = False, with_frontend: bool = False, out: Optional[Path] = None,
-        tolerance: float = TOLERANCE, torchscript: bool = False) -> Run:
-    name = name or f"export-{model_run.name}" + ("-frontend" if with_frontend else "")
+        force: bool = False, with_frontend: Optional[bool] = None, out: Optional[Path] = None,
+        tolerance: Optional[float] = None, torchscript: bool = False) -> Run:
+    """Options left None come from cfg.export (target, with_frontend, tolerance)."""
+    target = cfg.export.target
+    with_frontend = cfg.export.with_frontend if with_frontend is None else with_frontend
+    tolerance = cfg.export.tolerance if tolerance is None else tolerance
+    name = name or (f"export-{model_run.name}" + ("-frontend" if with_frontend else "")
+                    + (f"-{target}" if target != "x86" else ""))
     with stage_run("export", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
         folder = model_run.path / "model"
         model, spec = load_model(folder)
-        if tolerance == TOLERANCE and "int8" in (spec.compression[-1].get("format", "") if spec.compression else ""):
-            tolerance = INT8_TOLERANCE
+        fmt = spec.compression[-1].get("format", "fp32") if spec.compression else "fp32"
+        if tolerance is None:
+            tolerance = INT8_TOLERANCE if "int8" in fmt else TOLERANCE
+        bundle.check_target(target, with_frontend, "int8" in fmt)
         raw_input = with_frontend and cfg.features.kind != "waveform"
         deploy = run.path / "deploy"
         deploy.mkdir(exist_ok=True)
-        model_onnx(model, spec, folder, deploy / "model.onnx")
+        model_onnx(model, spec, folder, deploy / "model.onnx", bundle.TARGETS[target].opset)
         samples = int(round(cfg.features.duration * cfg.features.sample_rate))
         if raw_input:
             add_frontend(deploy / "model.onnx", cfg.features, samples)
         atomic_write_json(deploy / "labels.json", list(spec.classes))
-        atomic_write_json(deploy / "preprocessing.json", preprocessing(cfg, spec, with_frontend, "model.onnx"))
+        prep = preprocessing(cfg, spec, with_frontend, "model.onnx")
+        atomic_write_json(deploy / "preprocessing.json", prep)
         if cfg.features.kind != "waveform":
             ext = FeatureExtractor(cfg.features)
             np.save(deploy / "mel_basis.npy", ext.mel_basis.numpy())
             if cfg.features.kind == "mfcc":
                 np.save(deploy / "dct.npy", dct_matrix(cfg.features.n_mfcc, cfg.features.n_mels))
         shutil.copyfile(predict_onnx.__file__, deploy / "predict.py")
+        pinned = bundle.write(deploy, target, fmt, prep)  # opset/IR pinned before the check runs the file
         if torchscript:  # optional: the traced float model (features in), for torch-based devices
             with torch.no_grad():
                 example = torch.zeros(1, *spec.feature_shape)
@@ -140,7 +149,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                    "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
                    "files": sorted(p.name for p in deploy.iterdir()),
                    "model_bytes": (deploy / "model.onnx").stat().st_size}
-        metrics.update(extra)
+        metrics.update(extra, target=target, opset=pinned["opset"], ir_version=pinned["ir_version"])
         run.write_metrics(metrics)
         if diff > tolerance * scale:
             raise RunError(f"{deploy / 'model.onnx'}: exported model differs from the original by {diff:.3g} "
