@@ -149,7 +149,7 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
     m = run.metrics()
     facts = m["model_facts"]
     score = f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}" if "accuracy" in m else f"mAP {m['map']:.3f}"
-    typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, "
+    typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, {facts['macs']:,} MACs, "
                f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''} -> {run.path}")
     for key, s in m.get("cv", {}).items():
         if key in ("accuracy", "macro_f1", "map") or key.startswith("top"):
@@ -202,11 +202,11 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
            format_: Annotated[str, typer.Option("--format", help="Only onnx for now.")] = "onnx",
            out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
            with_frontend: Annotated[bool, typer.Option("--with-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples.")] = False,
-           tolerance: Annotated[float, typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check.")] = 1e-3,
+           tolerance: Annotated[float, typer.Option(help="Float graphs: allowed max |logit difference| / max(1, |logits|) in the check (INT8 graphs are checked against their float parent).")] = 1e-3,
            torchscript: Annotated[bool, typer.Option("--torchscript", help="Also write model.ts.pt (traced, features in).")] = False,
            runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False):
     """Write a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py) and check it
-    against the original model on real inputs.
+    against the original model (an INT8 graph: against its float parent) on real validation/training inputs.
 
     Example: `audiocomp export --from train-cnn-1a2b3c4d --format onnx --with-frontend --out deploy/`
     """
@@ -219,9 +219,10 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     run = stage.run(model_run.config(), model_run, runs_dir, name=name, force=force, with_frontend=with_frontend,
                     out=out, tolerance=tolerance, torchscript=torchscript)
     m = run.metrics()
+    against = "float parent" if m["rule"].startswith("int8") else "original"
     typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX ({'audio in' if m['with_frontend'] else 'features in'}); "
-               f"max |diff| vs original {m['max_abs_diff']:.2e} on {m['check_items']} items, "
-               f"top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
+               f"vs {against} on {m['check_items']} items: max |diff| {m['max_abs_diff']:.2e}, relative logit error "
+               f"{m['relative_logit_error']:.2e}, top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
 
 
 @app.command()
@@ -267,7 +268,8 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
     typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
                f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
                f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
-               f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
+               f"{m['model_facts']['parameters']:,} parameters (+ {m['model_facts']['quant_params']:,} scales/zero "
+               f"points); {m['covered_share']:.0%} of the float model's parameters quantized -> {run.path}")
     if m.get("note"):
         typer.echo(f"note: {m['note']}")
 
@@ -299,7 +301,8 @@ def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = No
     score = "test_accuracy" if "test_accuracy" in a else "val_accuracy"
     typer.echo(f"{m['method']}: parameters {b['parameters']:,} -> {a['parameters']:,}, non-zero {b['nonzero']:,} -> "
                f"{a['nonzero']:,}, MACs {b['macs']:,} -> {a['macs']:,} ({c['macs_reduction']:.2f}x), "
-               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB, "
+               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB "
+               f"({c['sparse_vs_zipped_dense_original']:.2f}x smaller than the zipped original), "
                f"latency {b['latency']['median_ms']:.2f} -> {a['latency']['median_ms']:.2f} ms, "
                f"{score} {b.get(score, float('nan')):.3f} -> {a.get(score, float('nan')):.3f} -> {run.path}")
 
@@ -359,19 +362,23 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data a
 @guarded
 def models(feature_shape: Annotated[str, typer.Option(help="Input features as 1xFxT or S (waveform).")] = "1x64x101",
            classes: Annotated[int, typer.Option(help="Number of classes.")] = 10):
-    """List the registered models with their parameter counts.
+    """List the registered models with their parameter counts and MACs per item (conv, linear, recurrent).
 
     Example: `audiocomp models --feature-shape 1x128x431`
     """
-    from .models import MODELS, ModelSpec, build_model, count_parameters
+    from .evaluate.counts import parameter_counts
+    from .evaluate.facts import architecture_macs
+    from .models import MODELS, ModelSpec, build_model
 
     spec_shape = [int(v) for v in feature_shape.lower().split("x")]
     for model_name in MODELS.names():
         info = MODELS.get(model_name)
         shape = spec_shape if (len(spec_shape) == 3) == (info.input_kind == "spectrogram") else (
             [1, 64, 101] if info.input_kind == "spectrogram" else [16000])
-        n = count_parameters(build_model(ModelSpec(model_name, classes, shape)))
-        typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,}  {info.summary}")
+        size = list(info.default_input_size) if info.default_input_size and len(shape) == 3 else None
+        spec = ModelSpec(model_name, classes, shape, input_size=size)  # as `train` builds it
+        n, macs = parameter_counts(build_model(spec))["parameters"], architecture_macs(spec)
+        typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,} params {macs:>15,} MACs  {info.summary}")
 
 
 @app.command("run")

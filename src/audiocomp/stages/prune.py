@@ -10,7 +10,7 @@ import torch
 
 from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
 from ..config import Config, ConfigError, stable_hash
-from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
+from ..evaluate.facts import example_input, model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.sparse import write_sparse
 from ..models import load_model, save_model
@@ -61,14 +61,13 @@ def read_sensitivity(path: str) -> list[dict]:
     return rows
 
 
-def model_facts(model, spec, model_file: Path, sparse_file: Path, cfg: Config) -> dict:
-    """Everything measured about one model: counts, MACs, dense/zipped/sparse sizes, batch-1 latency."""
-    example = example_input(spec.feature_shape)
-    facts = parameter_counts(model)
-    facts["macs"] = count_macs(model, example)
-    facts.update(file_sizes(model_file))
+def measured(model, spec, folder: Path, sparse_file: Path, cfg: Config) -> dict:
+    """The model facts every stage reports (counts, MACs, sizes), plus the sparse encoding's size and
+    batch-1 latency."""
+    facts = model_facts(spec, folder)
     facts["sparse_bytes"] = write_sparse(model.state_dict(), sparse_file)
-    facts["latency"] = cpu_latency(model, example, cfg.bench.iterations, cfg.bench.warmup, threads=1)
+    facts["latency"] = cpu_latency(model, example_input(spec.feature_shape), cfg.bench.iterations, cfg.bench.warmup,
+                                   threads=1)
     return facts
 
 
@@ -86,7 +85,9 @@ def _changes(before: dict, after: dict) -> dict:
     for key in before:
         if key.endswith(("accuracy", "macro_f1", "map")):
             out[f"{key}_change"] = after[key] - before[key]
+    # the sparse encoding is DEFLATE-compressed: against the raw dense file, and like for like, the zipped one
     out["sparse_vs_dense_original"] = round(before["file_bytes"] / max(after["sparse_bytes"], 1), 4)
+    out["sparse_vs_zipped_dense_original"] = round(before["zipped_bytes"] / max(after["sparse_bytes"], 1), 4)
     return out
 
 
@@ -102,7 +103,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         seed_everything(cfg.seed, cfg.train.deterministic)
         model, spec = load_model(model_run / "model")
         before = _scores(model, prepared, spec, cfg)
-        before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
+        before |= measured(model, spec, model_run / "model", run.path / "original.sparse.npz", cfg)
         ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
         steps = prune_model(model, ctx)
         model.eval()
@@ -111,7 +112,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         spec.shapes = record_shapes(model)
         save_model(model, spec, run.path / "model")
         after = _scores(model, prepared, spec, cfg)
-        after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
+        after |= measured(model, spec, run.path / "model", run.path / "model.sparse.npz", cfg)
         structured = cfg.prune.method != "magnitude"
         metrics = {
             "model": spec.name, "method": cfg.prune.method, "format": "fp32", "parent": model_run.name,

@@ -17,6 +17,7 @@ from torch import nn
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
+from ..evaluate.facts import model_facts
 from ..evaluate.latency import cpu_latency
 from ..models import load_model
 from ..models.io import artifact_path
@@ -103,6 +104,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             f"float_{part}_macro_f1": before[part].get("macro_f1"), f"{part}_macro_f1": after[part].get("macro_f1"),
             f"{part}_items": after[part]["items"],
             "float_file_bytes": float_bytes, "file_bytes": quant_bytes, "size_ratio": round(quant_bytes / float_bytes, 4),
+            "model_facts": model_facts(spec, folder),
             **q.coverage(float_model, qmodel, step, report),
             "sqnr_db": q.sqnr_report(float_model, qmodel, step, calib),
             "latency_batch1_1thread": latencies(float_model, artifact_path(folder, spec), spec, qc.backend,

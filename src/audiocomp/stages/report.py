@@ -5,13 +5,12 @@ bench runs (latency, memory); adds the published numbers, labelled as the studie
 from __future__ import annotations
 
 import html
-import shutil
 from pathlib import Path
 
 from ..config import Config
 from ..report.papers import PUBLISHED_COLUMNS, load_papers, match, published_rows
 from ..report.tables import STUDY_COLUMNS, fmt_value, discover, markdown, model_rows, to_csv
-from ..runs import atomic_write_text
+from ..runs import atomic_copy, atomic_write_text
 
 
 def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
@@ -32,7 +31,7 @@ def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
                              (r.path / "confusion.png", f"Confusion matrix of {r.name}")):
             if r.status == "done" and src.is_file():
                 dest = f"{r.name}-{src.name}"
-                shutil.copyfile(src, out / dest)
+                atomic_copy(src, out / dest)
                 made.append((caption, dest))
     return made
 

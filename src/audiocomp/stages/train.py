@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
-from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
+from ..evaluate.counts import parameter_counts
+from ..models import MODELS, ModelSpec, build_model, save_model
 from ..models.io import load_pretrained, safe_torch_load
-from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
+from ..runs import Run, append_jsonl, atomic_write_json, atomic_write_text, read_json, runs_root
 from ..train import distributed
 from ..train.data import ArrayBatches
 from ..train.distributed import Dist
@@ -91,11 +92,8 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     ckpt.mkdir(parents=True, exist_ok=True)
     log_path = out / "metrics.jsonl"
 
-    def log(record: dict) -> None:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt, log, device,
+    result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt,
+                 lambda record: append_jsonl(log_path, record), device,
                  resume=resume, progress=progress, seed=cfg.seed, dist=d,
                  reset_log=lambda history: _write_jsonl(log_path, history))
     if not d.is_main:
@@ -105,7 +103,7 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     save_model(model, spec, out / "model")
     parts = evaluate_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
     metrics = {
-        "model": spec.name, "parameters": count_parameters(model), "best_epoch": result.best_epoch,
+        "model": spec.name, "parameters": parameter_counts(model)["parameters"], "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": cfg.train.monitor,
         "history": result.history, **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
     }
