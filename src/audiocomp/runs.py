@@ -134,7 +134,7 @@ def git_commit(cwd: Path | None = None) -> Optional[str]:
 def package_versions() -> dict[str, str]:
     from importlib import metadata
 
-    names = ["audiocomp", "torch", "torchvision", "torchaudio", "numpy", "librosa", "soundfile",
+    names = ["audiocomp", "torch", "torchvision", "torchaudio", "numpy", "scipy", "soxr", "soundfile",
              "torch-pruning", "onnx", "onnxruntime", "pydantic", "typer"]
     out = {"python": platform.python_version()}
     for name in names:

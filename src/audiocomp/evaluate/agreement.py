@@ -2,8 +2,8 @@
 
 A float graph must reproduce its own model almost exactly. An INT8 graph is compared with its FLOAT PARENT
 (the model before quantization), never with itself: it may round differently, but it must pick the same
-class on nearly every item and keep its logits close; a broken quantization (a wrong scale, a collapsed
-layer) fails both."""
+class on nearly every item AND keep its logits close. A broken quantization (a wrong scale, a collapsed layer)
+fails at least one of the two; a wrong scale late in the network may keep the classes and fail only the second."""
 from __future__ import annotations
 
 from typing import Optional
@@ -11,11 +11,12 @@ from typing import Optional
 import numpy as np
 
 FLOAT_TOLERANCE = 1e-3  # max |logit difference| / max(1, max |logit|): the same arithmetic, reordered
-# INT8 vs float parent (README, "Export"): measured on trained CNNs and LSTMs with ONNX Runtime dynamic and
-# static INT8 (top-1 agreement 0.97-1.0, relative logit error 0.01-0.16); a weight scale multiplied by 50
-# gives agreement near chance and a relative error above 1
+# INT8 vs float parent, from `python scripts/bench_int8_check.py` (README, "Export"): ONNX Runtime dynamic and
+# static INT8 of CNNs and LSTMs trained on FSDD and synthetic audio agreed on 100% of 64 items with a relative
+# logit error of 0.004-0.014; with one weight scale multiplied by 50 the error was 0.40-121 (agreement 19-98%,
+# so the agreement rule alone would pass some). 0.25 (an output SQNR of 12 dB) sits far from both.
 INT8_MIN_TOP1_AGREEMENT = 0.9
-INT8_MAX_RELATIVE_ERROR = 0.3  # ||int8 logits - float logits|| / ||float logits|| over all items and classes
+INT8_MAX_RELATIVE_ERROR = 0.25  # ||int8 logits - float logits|| / ||float logits|| over all items and classes
 
 
 def logit_agreement(got: np.ndarray, reference: np.ndarray) -> dict:
