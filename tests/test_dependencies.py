@@ -4,16 +4,17 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def declared() -> set[str]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     return {Requirement(r).name.lower() for r in project["dependencies"]}
 

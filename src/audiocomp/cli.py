@@ -149,8 +149,8 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
     m = run.metrics()
     facts = m["model_facts"]
     score = f"accuracy {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}" if "accuracy" in m else f"mAP {m['map']:.3f}"
-    typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, {facts['macs']:,} MACs, "
-               f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''} -> {run.path}")
+    typer.echo(f"{m['split']}: {score} on {m['items']} items; {facts['parameters']:,} parameters, "
+               f"{facts['macs']:,} MACs, {facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''} -> {run.path}")
     for key, s in m.get("cv", {}).items():
         if key in ("accuracy", "macro_f1", "map") or key.startswith("top"):
             typer.echo(f"  {key}: {s['mean']:.3f} +- {s['std']:.3f} over {s['n']} models")
@@ -221,8 +221,9 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     m = run.metrics()
     against = "float parent" if m["rule"].startswith("int8") else "original"
     typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX ({'audio in' if m['with_frontend'] else 'features in'}); "
-               f"vs {against} on {m['check_items']} items: max |diff| {m['max_abs_diff']:.2e}, relative logit error "
-               f"{m['relative_logit_error']:.2e}, top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
+               f"vs {against} on {m['check_items']} items: max |diff| {m['max_abs_diff']:.2e}, relative logit "
+               f"error {m['relative_logit_error']:.2e}, top-1 agreement {m['top1_agreement']:.0%} "
+               f"-> {out or run.path / 'deploy'}")
 
 
 @app.command()
@@ -301,8 +302,9 @@ def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = No
     score = "test_accuracy" if "test_accuracy" in a else "val_accuracy"
     typer.echo(f"{m['method']}: parameters {b['parameters']:,} -> {a['parameters']:,}, non-zero {b['nonzero']:,} -> "
                f"{a['nonzero']:,}, MACs {b['macs']:,} -> {a['macs']:,} ({c['macs_reduction']:.2f}x), "
-               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB "
-               f"({c['sparse_vs_zipped_dense_original']:.2f}x smaller than the zipped original), "
+               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse "
+               f"{a['sparse_bytes'] / 1e6:.2f} MB ({c['sparse_vs_zipped_dense_original']:.2f}x smaller than the "
+               f"zipped original), "
                f"latency {b['latency']['median_ms']:.2f} -> {a['latency']['median_ms']:.2f} ms, "
                f"{score} {b.get(score, float('nan')):.3f} -> {a.get(score, float('nan')):.3f} -> {run.path}")
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -110,6 +111,8 @@ def state_parameter_counts(state: Mapping) -> dict[str, int]:
             add(value)
         elif isinstance(value, torch.Tensor) and QPARAM_KEY.search(key):
             counts["quant_params"] += value.numel()
+        elif isinstance(value, torch.ScriptObject):  # packed weights of an in-memory dynamic LSTM
+            raise ValueError(f"{key}: packed weights cannot be counted; count the saved artifact (model.pt)")
     return counts
 
 
@@ -195,4 +198,6 @@ def parameter_counts(source) -> dict[str, int]:
     path = Path(source)
     if path.suffix == ".onnx":
         return onnx_parameter_counts(path)
-    return state_parameter_counts(safe_torch_load(path))
+    with warnings.catch_warnings():  # TypedStorage deprecation raised inside torch for quantized tensors
+        warnings.simplefilter("ignore")
+        return state_parameter_counts(safe_torch_load(path))

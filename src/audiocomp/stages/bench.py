@@ -37,9 +37,10 @@ def real_items(model_run: Run, feature_shape, n: int = CHECK_ITEMS) -> tuple[np.
     try:
         prepared = prepare_stage.load_prepared(model_run_parent(model_run))
         rows = np.asarray(check_rows(prepared, n))
-        return np.asarray(prepared.store.features[rows], dtype=np.float32), "first validation (else training) item of the store"
+        items, source = prepared.store.features[rows], "first validation (else training) item of the store"
     except Exception:
-        return np.random.default_rng(0).standard_normal((n, *feature_shape)).astype(np.float32), "random (store missing)"
+        items, source = np.random.default_rng(0).standard_normal((n, *feature_shape)), "random (store missing)"
+    return np.asarray(items, dtype=np.float32), source
 
 
 def prepare_runtime(name: str, model, spec, folder: Path, work: Path, items: np.ndarray, reference):
