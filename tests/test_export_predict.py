@@ -125,12 +125,14 @@ def test_an_onnx_int8_artifact_is_evaluated_exported_and_benched_as_itself(train
     spec.compression = [{"stage": "quantize", "method": "dynamic", "format": "int8", "artifact": "model.onnx",
                          "backend": "onnxruntime"}]
     atomic_write_json(q / "model" / "arch.json", spec.to_dict())
+    manifest = json.loads((q / "manifest.json").read_text())  # quantized from the trained run: its float parent
+    manifest.update(stage="quantize", parents=[{"name": model_run.name, "path": str(model_run.path), "stage": "train"}])
+    atomic_write_json(q / "manifest.json", manifest)
     qrun = Run(q)
 
     facts = evaluate.run(cfg, qrun, runs, name="ev-int8", force=True, progress=False).metrics()["model_facts"]
     assert facts["format"] == "int8" and facts["file_bytes"] == (q / "model" / "model.onnx").stat().st_size
     assert "onnx initializers" in facts["parameters_source"] and facts["macs"] > 0
-    # on this branch load_model rebuilds the float model (the reference), so allow INT8-vs-float differences
     exp = export.run(cfg, qrun, runs, name="exp-int8", force=True, tolerance=0.1)
     assert (exp.path / "deploy" / "model.onnx").read_bytes() == (q / "model" / "model.onnx").read_bytes()
     bcfg = load_config([], ["bench.iterations=3", "bench.threads=[1]", "bench.fresh_process=false"], base=cfg.to_dict())

@@ -162,8 +162,9 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
         score = (f"accuracy {format_interval(u.get('accuracy_ci'))}, macro-F1 {u['macro_f1']:.3f}" if "accuracy" in u
                  else f"mAP {u['map']:.3f}")
         label = u["model_run"] + (f"/{u['fold']}" if u.get("fold") else "")
+        macs = f"{facts['macs']:,} MACs, " if facts.get("macs") is not None else ""
         typer.echo(f"{label} {u['split']}: {score} on {u['items']} items; {facts['parameters']:,} parameters, "
-                   f"{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''}")
+                   f"{macs}{facts['file_bytes'] / 1e6:.2f} MB, {facts['format']}{' pruned' if facts['pruned'] else ''}")
         if u.get("vs_first"):
             typer.echo(f"  vs {u['vs_first']['reference']}: {format_paired(u['vs_first'])}")
     if "accuracy_ci" in m:
@@ -224,12 +225,13 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
            out: Annotated[Optional[Path], typer.Option("--out", help="Also copy the deployable folder here.")] = None,
            target: Annotated[Optional[str], typer.Option("--target", help="x86, rpi4 or jetson-nano: opset, IR version, requirements.txt and README of the bundle [default: export.target].")] = None,
            with_frontend: Annotated[Optional[bool], typer.Option("--with-frontend/--without-frontend", help="Put the log-mel front end in the graph: the device feeds raw samples [default: export.with_frontend].")] = None,
-           tolerance: Annotated[Optional[float], typer.Option(help="Allowed max |logit difference| / max(1, |logits|) in the check [default: 1e-3, INT8 0.02].")] = None,
+           tolerance: Annotated[Optional[float], typer.Option(help="Float graphs: allowed max |logit difference| / max(1, |logits|) in the check [default: export.tolerance]; INT8 graphs are checked against their float parent.")] = None,
            torchscript: Annotated[bool, typer.Option("--torchscript", help="Also write model.ts.pt (traced, features in).")] = False,
            config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
            force: ForceOpt = False):
     """Write a deployable bundle (model.onnx, labels.json, preprocessing.json, predict.py, requirements.txt,
-    README.md for the target device) and check it against the original model on real inputs.
+    README.md for the target device) and check it against the original model (an INT8 graph: against its
+    float parent) on real validation/training inputs.
 
     Example: `audiocomp export --from train-cnn-1a2b3c4d --target rpi4 --with-frontend --out bundle/`
     """
@@ -244,10 +246,12 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     run = stage.run(_config(config, sets, base=model_run.config_dict()), model_run, runs_dir, name=name, force=force,
                     out=out, torchscript=torchscript)
     m = run.metrics()
+    against = "float parent" if m["rule"].startswith("int8") else "original"
     typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX for {m['target']} (opset {m['opset']}, IR {m['ir_version']}; "
                f"{'audio in' if m['with_frontend'] else 'features in'}); "
-               f"max |diff| vs original {m['max_abs_diff']:.2e} on {m['check_items']} items, "
-               f"top-1 agreement {m['top1_agreement']:.0%} -> {out or run.path / 'deploy'}")
+               f"vs {against} on {m['check_items']} items: max |diff| {m['max_abs_diff']:.2e}, relative logit "
+               f"error {m['relative_logit_error']:.2e}, top-1 agreement {m['top1_agreement']:.0%} "
+               f"-> {out or run.path / 'deploy'}")
 
 
 @app.command()
@@ -298,7 +302,8 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
     typer.echo(f"{m['format']} ({m['engine']}): {part} accuracy {acc(f'float_{part}_accuracy')} -> "
                f"{acc(f'{part}_accuracy')}; {m['float_file_bytes'] / 1e6:.2f} MB -> {m['file_bytes'] / 1e6:.2f} MB; "
                f"batch-1 latency {lat['float_eager_ms']:.2f} -> {lat['quantized_ms']:.2f} ms; "
-               f"{m['covered_share']:.0%} of parameters quantized -> {run.path}")
+               f"{m['model_facts']['parameters']:,} parameters (+ {m['model_facts']['quant_params']:,} scales/zero "
+               f"points); {m['covered_share']:.0%} of the float model's parameters quantized -> {run.path}")
     if m.get("vs_parent", {}).get(part):
         typer.echo(f"  {part}, quantized - float: {format_paired(m['vs_parent'][part])}")
     if m.get("note"):
@@ -338,7 +343,9 @@ def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = No
 
     typer.echo(f"{m['method']}: parameters {b['parameters']:,} -> {a['parameters']:,}, non-zero {b['nonzero']:,} -> "
                f"{a['nonzero']:,}, MACs {b['macs']:,} -> {a['macs']:,} ({c['macs_reduction']:.2f}x), "
-               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse {a['sparse_bytes'] / 1e6:.2f} MB, "
+               f"file {b['file_bytes'] / 1e6:.2f} -> {a['file_bytes'] / 1e6:.2f} MB, sparse "
+               f"{a['sparse_bytes'] / 1e6:.2f} MB ({c['sparse_vs_zipped_dense_original']:.2f}x smaller than the "
+               f"zipped original), "
                f"latency {b['latency']['median_ms']:.2f} -> {a['latency']['median_ms']:.2f} ms, "
                f"{score} {acc(b, score)} -> {acc(a, score)} -> {run.path}")
     for part, d in m.get("vs_parent", {}).items():
@@ -402,19 +409,23 @@ def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data a
 @guarded
 def models(feature_shape: Annotated[str, typer.Option(help="Input features as 1xFxT or S (waveform).")] = "1x64x101",
            classes: Annotated[int, typer.Option(help="Number of classes.")] = 10):
-    """List the registered models with their parameter counts.
+    """List the registered models with their parameter counts and MACs per item (conv, linear, recurrent).
 
     Example: `audiocomp models --feature-shape 1x128x431`
     """
-    from .models import MODELS, ModelSpec, build_model, count_parameters
+    from .evaluate.counts import parameter_counts
+    from .evaluate.facts import architecture_macs
+    from .models import MODELS, ModelSpec, build_model
 
     spec_shape = [int(v) for v in feature_shape.lower().split("x")]
     for model_name in MODELS.names():
         info = MODELS.get(model_name)
         shape = spec_shape if (len(spec_shape) == 3) == (info.input_kind == "spectrogram") else (
             [1, 64, 101] if info.input_kind == "spectrogram" else [16000])
-        n = count_parameters(build_model(ModelSpec(model_name, classes, shape)))
-        typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,}  {info.summary}")
+        size = list(info.default_input_size) if info.default_input_size and len(shape) == 3 else None
+        spec = ModelSpec(model_name, classes, shape, input_size=size)  # as `train` builds it
+        n, macs = parameter_counts(build_model(spec))["parameters"], architecture_macs(spec)
+        typer.echo(f"{model_name:20s} {info.input_kind:12s} {n:>12,} params {macs:>15,} MACs  {info.summary}")
 
 
 @app.command("run")

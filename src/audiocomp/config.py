@@ -174,7 +174,7 @@ class BenchConfig(Section):
 class ExportConfig(Section):
     target: Literal["x86", "rpi4", "jetson-nano"] = "x86"  # the bundle's device (deploy/bundle.py TARGETS)
     with_frontend: bool = False  # log-mel front end inside the ONNX graph: the device feeds raw samples
-    tolerance: Optional[float] = Field(None, gt=0)  # check: max |logit diff| / max(1, |logit|); None: 1e-3, INT8 0.02
+    tolerance: Optional[float] = Field(None, gt=0)  # float graphs: max |logit diff| / max(1, |logit|); None: 1e-3
 
 
 class ReportConfig(Section):

@@ -86,6 +86,20 @@ def atomic_write_json(path: Path | str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def atomic_copy(src: Path | str, dst: Path | str) -> Path:
+    """Copy a file; usable as shutil.copytree's copy_function."""
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return Path(dst)
+
+
+def atomic_save_npy(path: Path | str, array) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+
+
 def read_json(path: Path | str) -> Any:
     path = Path(path)
     try:
@@ -120,7 +134,7 @@ def git_commit(cwd: Path | None = None) -> Optional[str]:
 def package_versions() -> dict[str, str]:
     from importlib import metadata
 
-    names = ["audiocomp", "torch", "torchvision", "torchaudio", "numpy", "librosa", "soundfile",
+    names = ["audiocomp", "torch", "torchvision", "torchaudio", "numpy", "scipy", "soxr", "soundfile",
              "torch-pruning", "onnx", "onnxruntime", "pydantic", "typer"]
     out = {"python": platform.python_version()}
     for name in names:
@@ -170,6 +184,18 @@ def _open_nofollow(path: Path, flags: int):
             raise RunError(f"{path} is a symbolic link; refusing to write through it") from None
         raise
     return fd
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line to a log (opened with O_NOFOLLOW); a torn last line (kill mid-write) is skipped
+    by :meth:`Run.read_jsonl`."""
+    fd = _open_nofollow(path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+    size = os.fstat(fd).st_size
+    torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # start a fresh line after a torn one
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        fh.write(("\n" if torn else "") + json.dumps(record, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class Run:
@@ -329,14 +355,7 @@ class Run:
         atomic_write_json(self.path / "metrics.json", metrics)
 
     def append_jsonl(self, name: str, record: dict) -> None:
-        """Append one line; a torn last line (kill mid-write) is skipped by :meth:`read_jsonl`."""
-        fd = _open_nofollow(self.path / name, os.O_RDWR | os.O_APPEND | os.O_CREAT)
-        size = os.fstat(fd).st_size
-        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"  # start a fresh line after a torn one
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.write(("\n" if torn else "") + json.dumps(record, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_jsonl(self.path / name, record)
 
     def read_jsonl(self, name: str) -> list[dict]:
         p = self.path / name

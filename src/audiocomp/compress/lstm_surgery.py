@@ -8,7 +8,8 @@ import math
 import torch
 from torch import nn
 
-from .pruning import PruneContext, count_macs, run_finetune
+from ..evaluate.counts import count_macs
+from .pruning import PruneContext, run_finetune
 
 
 def sequence_lstm(model: nn.Module):

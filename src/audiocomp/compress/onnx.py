@@ -1,7 +1,6 @@
 """ONNX export of float models and ONNX Runtime sessions (the portable path to ARM and x86 devices)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 
 from ..models.io import ModelLoadError
-from ..runs import atomic_path
+from ..runs import atomic_copy, atomic_path
 
 OPSET = 17  # STFT (for the optional mel front end) needs opset 17
 
@@ -38,13 +37,14 @@ def session(path: Path | str, threads: int = 0):
 def run_session(sess, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: np.asarray(x, dtype=np.float32)})[0]
 
+
 def model_onnx(model, spec, folder: Path, path: Path, opset: int = OPSET) -> None:
     """The model's ONNX graph at `path`: the compression step's ONNX artifact if it has one, else exported
     (at `opset`)."""
     step = spec.compression[-1] if spec.compression else {}
     artifact = folder / step.get("artifact", "") if step.get("artifact") else None
     if artifact is not None and artifact.suffix == ".onnx" and artifact.is_file():
-        shutil.copyfile(artifact, path)
+        atomic_copy(artifact, path)
         return
     if step.get("stage") == "quantize" and step.get("backend") == "torch":  # the exporter mistraces these
         raise ModelLoadError(f"{folder}: a torch-quantized model ({step.get('format')}) does not export to ONNX; "

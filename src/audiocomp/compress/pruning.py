@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..config import ConfigError, PruneConfig
+from ..evaluate.counts import count_macs
 from ..registry import Registry
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
@@ -28,7 +29,7 @@ STRUCTURED_ROOTS = (nn.Conv1d, nn.Conv2d, nn.Linear)  # layers whose output chan
 class PruneContext:
     """What a pruning method needs besides the model."""
     cfg: PruneConfig
-    example: torch.Tensor  # (1, *feature_shape): traced by Torch-Pruning and the MAC counter
+    example: torch.Tensor  # (1, *feature_shape): traced by Torch-Pruning, run by the MAC counter
     calibration: Batches  # fixed, seeded training batches (Taylor importance)
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     finetune: Callable[[nn.Module, str], list[dict]]  # fine-tunes in place, returns the epoch history
@@ -111,7 +112,7 @@ def magnitude(model: nn.Module, ctx: PruneContext) -> list[dict]:
 
 # --------------------------------------------------------------------------------------- structured
 
-class TaylorImportance(tp.importance.GroupMagnitudeImportance):
+class TaylorImportance(tp.importance.Importance):
     """First-order Taylor importance of a channel (Molchanov et al. 2017): |mean over positions of
     activation x dLoss/dactivation| per sample, summed over the calibration samples.
 
@@ -121,7 +122,6 @@ class TaylorImportance(tp.importance.GroupMagnitudeImportance):
     forward/backward passes with the real loss on fixed batches (eval mode, so deterministic)."""
 
     def __init__(self):
-        super().__init__(group_reduction="sum", normalizer=lambda s: s / (s.mean() + 1e-12))
         self.scores: dict[nn.Module, torch.Tensor] = {}
 
     def accumulate(self, model: nn.Module, batches: Batches, loss_fn) -> None:
@@ -159,14 +159,15 @@ class TaylorImportance(tp.importance.GroupMagnitudeImportance):
 
     @torch.no_grad()
     def __call__(self, group):
-        group_imp, group_idxs = [], []
-        for i, (dep, idxs) in enumerate(group):
-            if dep.pruning_fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels) and dep.layer in self.scores:
-                group_imp.append(self.scores[dep.layer][idxs].float())
-                group_idxs.append(group[i].root_idxs)
-        if not group_imp:
-            return None
-        return self._normalize(self._reduce(group_imp, group_idxs), self.normalizer)
+        """Per channel of the group's root layer: the sum of its scores at every consumer, over the mean."""
+        total, found = torch.zeros(len(group[0].idxs)), False
+        for item in group:
+            dep, idxs = item.dep, item.idxs
+            if dep.pruning_fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels) and dep.layer in self.scores \
+                    and None not in item.root_idxs:
+                total.scatter_add_(0, torch.tensor(item.root_idxs), self.scores[dep.layer][idxs].float())
+                found = True
+        return total / (total.mean() + 1e-12) if found else None
 
 
 def importance_for(criterion: str):
@@ -199,12 +200,6 @@ def prunable_groups(model: nn.Module, graph: tp.DependencyGraph) -> list[tuple[s
     groups = graph.get_all_groups(ignored_layers=[classifier_layer(model)], root_module_types=STRUCTURED_ROOTS)
     return [(order[g[0].dep.target.module][1], g)
             for g in sorted(groups, key=lambda g: order[g[0].dep.target.module][0])]  # in model order
-
-
-def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    from ..evaluate.facts import count_macs as measure
-
-    return measure(model, example)
 
 
 def structured(model: nn.Module, ctx: PruneContext, *, keep_sparse: bool = False, phase: str = "taylor") -> list[dict]:

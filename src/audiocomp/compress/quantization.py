@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, QuantizeConfig
+from ..evaluate.counts import parameter_counts
 from ..models.base import ModelSpec, build_model
 from ..models.io import ModelLoadError, atomic_torch_save, safe_torch_load
 from ..registry import Registry
+from ..runs import atomic_copy
 from . import torch_ao
 from .onnx import export_onnx, run_session, session
 
@@ -202,15 +204,6 @@ class OnnxModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(run_session(self.session, x.detach().float().cpu().numpy()))
 
-    def parameter_counts(self) -> dict[str, int]:
-        """Weights stored in the graph (quantization scales and zero points left out)."""
-        import onnx
-        from onnx import numpy_helper
-
-        values = [numpy_helper.to_array(t) for t in onnx.load(str(self.path)).graph.initializer
-                  if not t.name.endswith(("_scale", "_zero_point")) and np.prod(t.dims) > 1]
-        return {"parameters": int(sum(v.size for v in values)), "nonzero": int(sum(np.count_nonzero(v) for v in values))}
-
 
 def quantized_onnx_elements(path: Path) -> int:
     """Elements of INT8/UINT8 weight initializers in an ONNX file (what quantization covered)."""
@@ -280,7 +273,7 @@ def _onnx_quantize(model: nn.Module, ctx: Context, static: bool) -> tuple[nn.Mod
             quantize_dynamic(str(pre), str(tmp_out), per_channel=ctx.cfg.per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude)
             step["compute"] = "int8 weights, activations quantized at run time"
-        out.write_bytes(tmp_out.read_bytes())
+        atomic_copy(tmp_out, out)
     ctx.report["onnx_quantized_elements"] = quantized_onnx_elements(out)
     return OnnxModel(out), step
 
@@ -374,7 +367,7 @@ def quantized_layers(qmodel: nn.Module) -> dict[str, str]:
 
 def coverage(float_model: nn.Module, qmodel: nn.Module, step: dict, report: dict) -> dict:
     """Share of the float model's parameters stored in the low-precision format, measured."""
-    total = sum(p.numel() for p in float_model.parameters())
+    total = parameter_counts(float_model)["parameters"]
     if step["backend"] == "onnxruntime":
         covered = min(report.get("onnx_quantized_elements", 0), total)
         layers: dict = {}

@@ -1,4 +1,5 @@
-"""Model facts measured by the program: parameters, non-zero parameters, MACs, file sizes, format."""
+"""Model facts measured by the program: parameters, non-zero parameters, MACs, file sizes, format.
+The counts are defined in counts.py; :func:`model_facts` is what every stage reports about a model folder."""
 from __future__ import annotations
 
 import io
@@ -6,45 +7,10 @@ import zipfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
-
-def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Dense and non-zero parameter counts. Models whose weights are not nn.Parameters (torch-quantized
-    ones) are counted over their weight tensors, through the int representation; a model that is not
-    made of torch tensors (an ONNX Runtime session) counts its own."""
-    if hasattr(model, "parameter_counts"):
-        return model.parameter_counts()
-    tensors = [p.detach() for p in model.parameters()]
-    if not tensors:
-        tensors = [t for k, t in model.state_dict().items() if isinstance(t, torch.Tensor)
-                   and (t.is_quantized or t.is_floating_point()) and k.rsplit(".", 1)[-1] in ("weight", "bias")]
-    values = [t.int_repr() if t.is_quantized else t for t in tensors]
-    return {"parameters": sum(v.numel() for v in values), "nonzero": sum(int(torch.count_nonzero(v)) for v in values)}
-
-
-def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass on `example`, counted by Torch-Pruning's op counter."""
-    import torch_pruning as tp
-
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        macs, _ = tp.utils.count_ops_and_params(model, example)
-    model.train(was_training)
-    return int(macs)
-
-
-def onnx_parameter_counts(path: Path | str) -> dict[str, int]:
-    """Elements and non-zero elements of an ONNX graph's initializers with more than one element: the
-    weights (and, for a quantized graph, its per-channel scales and zero points)."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
-    arrays = [a for a in arrays if a.size > 1]
-    return {"parameters": int(sum(a.size for a in arrays)), "nonzero": int(sum(np.count_nonzero(a) for a in arrays))}
+from ..models import build_model
+from ..models.io import artifact_path
+from .counts import count_macs, parameter_counts
 
 
 def file_sizes(path: Path | str) -> dict[str, int]:
@@ -73,3 +39,30 @@ def format_facts(spec) -> dict:
                  for s, m in zip(steps, methods))
     fmt = next((s["format"] for s in reversed(steps) if s.get("format")), "fp32")
     return {"format": fmt, "pruned": bool(pruned), "compression": methods}
+
+
+def is_quantized(spec) -> bool:
+    return bool(spec.compression) and spec.compression[-1].get("stage") == "quantize"
+
+
+def architecture_macs(spec) -> int:
+    """MACs per item of the spec's float architecture (pruned shapes included), run on the meta device:
+    shapes only, no arithmetic, so even ResNet-152 at 299x299 is counted in a fraction of a second."""
+    with torch.device("meta"):
+        return count_macs(build_model(spec), example_input(spec.feature_shape))
+
+
+def model_facts(spec, folder: Path | str) -> dict:
+    """Measured facts of the model stored in `folder`: parameters, non-zeros and quantization parameters of
+    its artifact (model.pt or model.onnx), file sizes, MACs of its architecture, format. A quantized model's
+    MACs are those of the float architecture it was quantized from (same arithmetic, lower precision)."""
+    path = artifact_path(folder, spec)
+    where = "onnx initializers that feed layers" if path.suffix == ".onnx" else "state dict"
+    facts = {**parameter_counts(path), "parameters_source": f"{path.name} ({where}): weight and bias elements; "
+                                                            "scales and zero points apart, in quant_params"}
+    facts.update(file_sizes(path))
+    facts["macs"] = architecture_macs(spec)
+    facts["macs_source"] = ("the float architecture it was quantized from" if is_quantized(spec) else
+                            "the model's architecture") + "; conv, linear and recurrent layers"
+    facts.update(format_facts(spec))
+    return facts

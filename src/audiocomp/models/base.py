@@ -114,7 +114,3 @@ def build_model(spec: ModelSpec) -> AudioClassifier:
 
         reshape_to(model, spec.shapes)
     return model
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

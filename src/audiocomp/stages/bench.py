@@ -13,13 +13,16 @@ from tqdm import tqdm
 from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
 from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_info
+from ..evaluate.agreement import verify
 from ..evaluate.facts import format_facts
 from ..evaluate.latency import torch_threads
 from ..models import load_model
-from ..runs import Run
+from ..runs import Run, atomic_path, atomic_save_npy
 from ..train.loop import nondeterminism_allowed
 from . import prepare as prepare_stage
-from .common import model_run_parent, stage_run
+from .common import check_rows, float_parent, model_run_parent, onnx_quantized, stage_run
+
+CHECK_ITEMS = 64
 
 
 def onnx_artifact(folder: Path, spec) -> Optional[Path]:
@@ -28,19 +31,23 @@ def onnx_artifact(folder: Path, spec) -> Optional[Path]:
     return path if path is not None and path.suffix == ".onnx" and path.is_file() else None
 
 
-def real_item(model_run: Run, feature_shape) -> tuple[np.ndarray, str]:
-    """One stored test item (real input), or a random one if the data is gone."""
+def real_items(model_run: Run, feature_shape, n: int = CHECK_ITEMS) -> tuple[np.ndarray, str]:
+    """Stored validation (else training) items, never test ones; random ones if the data is gone. The first
+    is the benchmark input, all of them check the ONNX graph."""
     try:
         prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-        rows = prepared.split()["test"] or prepared.split()["train"]
-        return np.asarray(prepared.store.features[rows[0]], dtype=np.float32), "first test item of the store"
+        rows = np.asarray(check_rows(prepared, n))
+        items, source = prepared.store.features[rows], "first validation (else training) item of the store"
     except Exception:
-        return np.random.default_rng(0).standard_normal(feature_shape).astype(np.float32), "random (store missing)"
+        items, source = np.random.default_rng(0).standard_normal((n, *feature_shape)), "random (store missing)"
+    return np.asarray(items, dtype=np.float32), source
 
 
-def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.ndarray):
+def prepare_runtime(name: str, model, spec, folder: Path, work: Path, items: np.ndarray, reference):
     """(artifact path for the fresh-process probe, maker(threads) -> call(x) -> outputs); raises if the
-    runtime cannot run this model."""
+    runtime cannot run this model or its ONNX graph disagrees with `reference` (the model itself, or the
+    float parent of an INT8 graph) on `items`."""
+    item = items[0]
     artifact = onnx_artifact(folder, spec)
     if artifact is not None and name != "onnxruntime":
         raise RuntimeError("the model is an ONNX artifact; only onnxruntime runs it natively")
@@ -57,7 +64,8 @@ def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.n
             traced = torch.jit.trace(model, example, check_trace=False)
             if not torch.allclose(traced(example), model(example), atol=1e-4):
                 raise RuntimeError("traced model disagrees with eager")
-        torch.jit.save(traced, str(work / "model.ts.pt"))
+        with atomic_path(work / "model.ts.pt") as tmp:
+            torch.jit.save(traced, str(tmp))
 
         def make(threads: int) -> Callable:
             def call(x):
@@ -68,9 +76,10 @@ def prepare_runtime(name: str, model, spec, folder: Path, work: Path, item: np.n
     path = work / "model.onnx"
     model_onnx(model, spec, folder, path)  # the artifact itself, or the exported float graph
     with torch.no_grad():
-        reference = model(torch.from_numpy(item[None])).numpy()
-    if np.abs(run_session(session(path), item[None]) - reference).max() > 1e-3 * max(1.0, np.abs(reference).max()):
-        raise RuntimeError("the ONNX graph disagrees with the model")
+        expected = reference(torch.from_numpy(items)).numpy()
+    _, problem = verify(run_session(session(path), items), expected, int8=onnx_quantized(spec))
+    if problem:
+        raise RuntimeError(f"the ONNX graph {problem}")
 
     def make(threads: int) -> Callable:
         sess = session(path, threads=threads)
@@ -106,14 +115,16 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run, nondeterminism_allowed():
         folder = model_run.path / "model"
         model, spec = load_model(folder)
-        item, item_source = real_item(model_run, spec.feature_shape)
-        np.save(run.path / "input.npy", item)
+        items, item_source = real_items(model_run, spec.feature_shape)
+        item = items[0]
+        atomic_save_npy(run.path / "input.npy", item)
+        reference = float_parent(model_run)[0] if onnx_quantized(spec) else model
         results: dict = {}
         jobs = [(rt, t) for rt in b.runtimes for t in threads]
         bar = tqdm(total=len(jobs), desc="bench", unit="setting", disable=not progress)
         for rt in b.runtimes:
             try:
-                artifact, make = prepare_runtime(rt, model, spec, folder, run.path, item)
+                artifact, make = prepare_runtime(rt, model, spec, folder, run.path, items, reference)
             except Exception as exc:
                 results[rt] = {"unavailable": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
                 bar.update(len(threads))

@@ -7,6 +7,8 @@ from typing import Callable, Iterator, Optional
 
 from .. import tracking
 from ..config import Config
+from ..models import load_model
+from ..models.io import load_spec
 from ..runs import Run, RunError, runs_root
 
 
@@ -52,6 +54,29 @@ def model_run_parent(run: Run) -> Run:
     if prep is None:
         raise RunError(f"run {run.path}: no prepare run among its parents")
     return prep
+
+
+def check_rows(prepared, n: int, index: int = 0) -> list[int]:
+    """Up to `n` real items for checking a model's outputs: validation rows, then training rows; never test."""
+    split = prepared.split(index)
+    return (list(split["val"]) + list(split["train"]))[:n]
+
+
+def onnx_quantized(spec) -> bool:
+    """The model is an ONNX Runtime INT8 graph (its outputs are checked against its float parent)."""
+    step = spec.compression[-1] if spec.compression else {}
+    return step.get("stage") == "quantize" and step.get("backend") == "onnxruntime"
+
+
+def float_parent(run: Run):
+    """(model, spec) of the float model a quantized run was made from: the model of its manifest parent."""
+    for p in run.manifest.get("parents", []):
+        folder = Path(p["path"]) / "model"
+        if (folder / "arch.json").is_file() and not any(s.get("stage") == "quantize"
+                                                        for s in load_spec(folder).compression):
+            return load_model(folder)
+    raise RunError(f"run {run.path}: no float parent model among its parents in {run.manifest_path} "
+                   "(the run it was quantized from, needed to check the INT8 graph)")
 
 
 def print_fn(quiet: bool) -> Callable[..., None]:

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-CHECKED = ("torch", "torchvision", "torchaudio", "onnxruntime", "torch-pruning", "numpy", "librosa",
+CHECKED = ("torch", "torchvision", "torchaudio", "onnxruntime", "torch-pruning", "numpy", "scipy", "soxr",
            "soundfile", "onnx")
 ESSENTIAL = {"torch", "numpy", "soundfile"}
 MIN_FREE_BYTES = 1 << 30  # below 1 GiB free a training run with checkpoints may not finish

@@ -14,43 +14,16 @@ from typing import Optional
 import torch
 
 from ..config import Config
-from ..evaluate.facts import count_macs, example_input, file_sizes, format_facts, onnx_parameter_counts, parameter_counts
+from ..evaluate.facts import model_facts
 from ..evaluate.metrics import mean_std, per_class_rows
 from ..evaluate.predictions import Predictions, compare, file_name as predictions_file, interval
-from ..models import build_model, load_model
-from ..models.io import artifact_path
+from ..models import load_model
 from ..report.plots import confusion_plot
 from ..runs import Run, RunError, atomic_path
 from ..train.loop import nondeterminism_allowed, predict_scores, score_metrics
 from . import prepare as prepare_stage
 from .common import model_run_parent, stage_run
 from .train import split_batches
-
-
-def model_facts(model, spec, folder: Path) -> dict:
-    """Measured facts of the model as stored. An ONNX artifact is counted over its initializers; its MACs
-    are those of the float architecture it was made from (quantization changes their precision, not their
-    number), and the `*_source` keys say so."""
-    path = artifact_path(folder, spec)
-    facts = onnx_parameter_counts(path) if path.suffix == ".onnx" else parameter_counts(model)
-    if path.suffix == ".onnx":
-        facts["parameters_source"] = "onnx initializers (weights, plus scales/zero points if quantized)"
-    facts.update(file_sizes(path))
-    try:
-        # quantized kernels are invisible to the op counter: count the architecture's (same arithmetic, in INT8)
-        quantized = bool(spec.compression) and spec.compression[-1].get("stage") == "quantize"
-        facts["macs"] = count_macs(build_model(spec) if quantized else model, example_input(spec.feature_shape))
-        if quantized:
-            facts["macs_source"] = "float architecture of the same shape"
-    except Exception as exc:  # an op the counter cannot trace: say so, never guess
-        facts["macs_error"] = f"{type(exc).__name__}: {exc}"[:200]
-        try:
-            facts["macs"] = count_macs(build_model(spec), example_input(spec.feature_shape))
-            facts["macs_source"] = "float architecture of the same shape"
-        except Exception:
-            facts["macs"] = None
-    facts.update(format_facts(spec))
-    return facts
 
 
 def write_csv(rows: list[list], path: Path) -> None:
@@ -106,7 +79,7 @@ def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: st
     pred.save(out / predictions_file(part))
     if (ci := interval(pred, cfg.eval.interval)) is not None:
         metrics["accuracy_ci"] = ci
-    metrics["model_facts"] = model_facts(model, spec, folder)
+    metrics["model_facts"] = model_facts(spec, folder)
     if "confusion" in metrics:
         out.mkdir(parents=True, exist_ok=True)
         write_confusion_csv(metrics["confusion"], spec.classes, out / "confusion.csv")

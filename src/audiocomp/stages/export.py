@@ -1,5 +1,6 @@
 """`audiocomp export`: a deployable folder (model.onnx, labels.json, preprocessing.json, predict.py),
-checked by running it against the original model on real inputs from the feature store."""
+checked by running it on real inputs from the feature store (validation, else training items) against the
+original model, or, for an ONNX Runtime INT8 graph, against its float parent."""
 from __future__ import annotations
 
 import shutil
@@ -14,18 +15,14 @@ from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
 from ..deploy import bundle, predict_onnx
 from ..deploy.frontend import LogMelFrontend, dct_matrix
+from ..evaluate.agreement import FLOAT_TOLERANCE, verify
 from ..features.extract import FeatureExtractor
 from ..models import load_model
-from ..runs import Run, RunError, atomic_path, atomic_write_json, read_json
+from ..runs import Run, RunError, atomic_copy, atomic_path, atomic_save_npy, atomic_write_json, read_json
 from . import prepare as prepare_stage
-from .common import model_run_parent, stage_run
+from .common import check_rows, float_parent, model_run_parent, onnx_quantized, stage_run
 
-CHECK_ITEMS = 16
-TOLERANCE = 1e-3  # max |logit difference| allowed, relative to max(1, |logits|)
-# INT8 graphs: a 1e-2 dB difference between the in-graph front end and the reference features can move an
-# activation across a rounding step, so logits may differ by a few quantization steps (top-1 is reported too)
-INT8_TOLERANCE = 0.02
-
+CHECK_ITEMS = 64  # enough for the INT8 top-1 agreement rule to mean something
 
 
 def add_frontend(model_path: Path, feats, samples: int) -> None:
@@ -70,9 +67,10 @@ def preprocessing(cfg: Config, spec, with_frontend: bool, model_file: str) -> di
 
 
 def check_inputs(cfg: Config, model_run: Run, raw: bool, n: int = CHECK_ITEMS) -> tuple[np.ndarray, np.ndarray]:
-    """Real inputs for the check: (store features, the same items' waveforms); waveforms only if `raw`."""
+    """Real inputs for the check, never test items: (store features, the same items' waveforms); waveforms
+    only if `raw`."""
     prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-    rows = np.asarray((prepared.split()["test"] or prepared.split()["train"])[:n])
+    rows = np.asarray(check_rows(prepared, n))
     feats = np.asarray(prepared.store.features[rows], dtype=np.float32)
     waves = None
     if raw:
@@ -88,6 +86,23 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
+def write_deploy_files(cfg: Config, spec, model, deploy: Path, with_frontend: bool, torchscript: bool) -> dict:
+    """Everything beside model.onnx and the target's files, each written atomically; returns preprocessing.json."""
+    atomic_write_json(deploy / "labels.json", list(spec.classes))
+    prep = preprocessing(cfg, spec, with_frontend, "model.onnx")
+    atomic_write_json(deploy / "preprocessing.json", prep)
+    if cfg.features.kind != "waveform":
+        atomic_save_npy(deploy / "mel_basis.npy", FeatureExtractor(cfg.features).mel_basis.numpy())
+        if cfg.features.kind == "mfcc":
+            atomic_save_npy(deploy / "dct.npy", dct_matrix(cfg.features.n_mfcc, cfg.features.n_mels))
+    atomic_copy(predict_onnx.__file__, deploy / "predict.py")
+    if torchscript:  # optional: the traced float model (features in), for torch-based devices
+        with torch.no_grad(), atomic_path(deploy / "model.ts.pt") as tmp:
+            traced = torch.jit.trace(model, torch.zeros(1, *spec.feature_shape), check_trace=False)
+            torch.jit.save(traced, str(tmp))
+    return prep
+
+
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, with_frontend: Optional[bool] = None, out: Optional[Path] = None,
         tolerance: Optional[float] = None, torchscript: bool = False) -> Run:
@@ -101,9 +116,9 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         folder = model_run.path / "model"
         model, spec = load_model(folder)
         fmt = spec.compression[-1].get("format", "fp32") if spec.compression else "fp32"
-        if tolerance is None:
-            tolerance = INT8_TOLERANCE if "int8" in fmt else TOLERANCE
         bundle.check_target(target, with_frontend, "int8" in fmt)
+        int8 = onnx_quantized(spec)  # its reference is the float parent, not the INT8 artifact itself
+        reference_model = float_parent(model_run)[0] if int8 else model
         raw_input = with_frontend and cfg.features.kind != "waveform"
         deploy = run.path / "deploy"
         deploy.mkdir(exist_ok=True)
@@ -111,22 +126,11 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         samples = int(round(cfg.features.duration * cfg.features.sample_rate))
         if raw_input:
             add_frontend(deploy / "model.onnx", cfg.features, samples)
-        atomic_write_json(deploy / "labels.json", list(spec.classes))
-        prep = preprocessing(cfg, spec, with_frontend, "model.onnx")
-        atomic_write_json(deploy / "preprocessing.json", prep)
-        if cfg.features.kind != "waveform":
-            ext = FeatureExtractor(cfg.features)
-            np.save(deploy / "mel_basis.npy", ext.mel_basis.numpy())
-            if cfg.features.kind == "mfcc":
-                np.save(deploy / "dct.npy", dct_matrix(cfg.features.n_mfcc, cfg.features.n_mels))
-        shutil.copyfile(predict_onnx.__file__, deploy / "predict.py")
+        prep = write_deploy_files(cfg, spec, model, deploy, with_frontend, torchscript)
         pinned = bundle.write(deploy, target, fmt, prep)  # opset/IR pinned before the check runs the file
-        if torchscript:  # optional: the traced float model (features in), for torch-based devices
-            with torch.no_grad():
-                example = torch.zeros(1, *spec.feature_shape)
-                torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(deploy / "model.ts.pt"))
 
-        # the check: exported graph vs the original model on real items (and, with the front end, from audio)
+        # the check: exported graph vs the original model (an INT8 graph: its float parent) on real items
+        # (and, with the front end, from audio)
         feats, waves = check_inputs(cfg, model_run, raw_input)
         extra = {}
         if raw_input:  # the reference is FeatureExtractor (float32) on the same audio; the store holds float16
@@ -138,22 +142,17 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                      "store_vs_recomputed_max_abs_diff_db": max_abs_diff(feats, recomputed)}
             feats = recomputed
         with torch.no_grad():
-            reference = model(torch.from_numpy(feats)).numpy()
-        sess = session(deploy / "model.onnx", threads=1)
-        got = run_session(sess, waves if raw_input else feats)
-        diff = max_abs_diff(got, reference)
-        scale = max(1.0, float(np.abs(reference).max()))
-        metrics = {"model_run": model_run.name, "format": spec.compression[-1].get("format", "fp32") if spec.compression else "fp32",
-                   "with_frontend": raw_input, "check_items": len(feats), "max_abs_diff": diff,
-                   "max_abs_logit": float(np.abs(reference).max()), "tolerance": tolerance * scale,
-                   "top1_agreement": float((got.argmax(1) == reference.argmax(1)).mean()),
+            reference = reference_model(torch.from_numpy(feats)).numpy()
+        got = run_session(session(deploy / "model.onnx", threads=1), waves if raw_input else feats)
+        check, problem = verify(got, reference, int8, tolerance or FLOAT_TOLERANCE)
+        metrics = {"model_run": model_run.name, "format": fmt, "with_frontend": raw_input, "check_items": len(feats),
+                   "check_split": "validation, then training items", **check,
                    "files": sorted(p.name for p in deploy.iterdir()),
                    "model_bytes": (deploy / "model.onnx").stat().st_size}
         metrics.update(extra, target=target, opset=pinned["opset"], ir_version=pinned["ir_version"])
         run.write_metrics(metrics)
-        if diff > tolerance * scale:
-            raise RunError(f"{deploy / 'model.onnx'}: exported model differs from the original by {diff:.3g} "
-                           f"(max |logit| {scale:.3g}, allowed {tolerance * scale:.3g}) on {len(feats)} items")
+        if problem:
+            raise RunError(f"{deploy / 'model.onnx'}: {problem} on {len(feats)} items")
         if out is not None:
-            shutil.copytree(deploy, out, dirs_exist_ok=True)
+            shutil.copytree(deploy, out, dirs_exist_ok=True, copy_function=atomic_copy)
     return run

@@ -11,7 +11,7 @@ import torch
 from .. import tracking
 from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
 from ..config import Config, ConfigError, stable_hash
-from ..evaluate.facts import count_macs, example_input, file_sizes, parameter_counts
+from ..evaluate.facts import example_input, model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.predictions import Predictions, compare_parts, intervals
 from ..evaluate.sparse import write_sparse
@@ -70,14 +70,13 @@ def read_sensitivity(path: str) -> list[dict]:
     return rows
 
 
-def model_facts(model, spec, model_file: Path, sparse_file: Path, cfg: Config) -> dict:
-    """Everything measured about one model: counts, MACs, dense/zipped/sparse sizes, batch-1 latency."""
-    example = example_input(spec.feature_shape)
-    facts = parameter_counts(model)
-    facts["macs"] = count_macs(model, example)
-    facts.update(file_sizes(model_file))
+def measured(model, spec, folder: Path, sparse_file: Path, cfg: Config) -> dict:
+    """The model facts every stage reports (counts, MACs, sizes), plus the sparse encoding's size and
+    batch-1 latency."""
+    facts = model_facts(spec, folder)
     facts["sparse_bytes"] = write_sparse(model.state_dict(), sparse_file)
-    facts["latency"] = cpu_latency(model, example, cfg.bench.iterations, cfg.bench.warmup, threads=1)
+    facts["latency"] = cpu_latency(model, example_input(spec.feature_shape), cfg.bench.iterations, cfg.bench.warmup,
+                                   threads=1)
     return facts
 
 
@@ -97,7 +96,9 @@ def _changes(before: dict, after: dict) -> dict:
     for key in before:
         if key.endswith(("accuracy", "macro_f1", "map")):
             out[f"{key}_change"] = after[key] - before[key]
+    # the sparse encoding is DEFLATE-compressed: against the raw dense file, and like for like, the zipped one
     out["sparse_vs_dense_original"] = round(before["file_bytes"] / max(after["sparse_bytes"], 1), 4)
+    out["sparse_vs_zipped_dense_original"] = round(before["zipped_bytes"] / max(after["sparse_bytes"], 1), 4)
     return out
 
 
@@ -113,7 +114,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         seed_everything(cfg.seed, cfg.train.deterministic)
         model, spec = load_model(model_run / "model")
         before, before_preds = _scores(model, prepared, spec, cfg, ("val",))
-        before |= model_facts(model, spec, model_run / "model" / "model.pt", run.path / "original.sparse.npz", cfg)
+        before |= measured(model, spec, model_run / "model", run.path / "original.sparse.npz", cfg)
         ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
         steps = prune_model(model, ctx)
         model.eval()
@@ -122,7 +123,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         spec.shapes = record_shapes(model)
         save_model(model, spec, run.path / "model")
         after, after_preds = _scores(model, prepared, spec, cfg, ("val",))
-        after |= model_facts(model, spec, run.path / "model" / "model.pt", run.path / "model.sparse.npz", cfg)
+        after |= measured(model, spec, run.path / "model", run.path / "model.sparse.npz", cfg)
         # every choice is made (fine-tuning epochs on validation): only now is the test part scored, to report
         for scores, preds, m in ((before, before_preds, load_model(model_run / "model")[0]),
                                  (after, after_preds, model)):

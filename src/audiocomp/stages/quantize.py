@@ -19,6 +19,7 @@ from torch import nn
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
+from ..evaluate.facts import model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.predictions import Predictions, compare_parts
 from ..models import load_model
@@ -131,6 +132,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         metrics |= {
             "test_items": test[1][0]["items"],
             "float_file_bytes": float_bytes, "file_bytes": quant_bytes, "size_ratio": round(quant_bytes / float_bytes, 4),
+            "model_facts": model_facts(spec, folder),
             **q.coverage(float_model, qmodel, step, report),
             "sqnr_db": q.sqnr_report(float_model, qmodel, step, calib),
             "latency_batch1_1thread": latencies(float_model, artifact_path(folder, spec), spec, qc.backend,

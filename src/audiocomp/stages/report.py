@@ -8,7 +8,6 @@ names its report stage passes) and by run names otherwise."""
 from __future__ import annotations
 
 import html
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from ..config import Config
 from ..report.compare import add_comparisons
 from ..report.papers import PUBLISHED_COLUMNS, check_mapping, load_papers, published_for, published_rows
 from ..report.tables import RUNTIMES, discover, html_table, markdown, model_rows, to_csv
-from ..runs import Run, RunError, atomic_write_text, read_json
+from ..runs import Run, RunError, atomic_copy, atomic_write_text, read_json
 
 LATENCY_LABEL = "latency (ms), {}, 1 thread, batch 1"
 
@@ -75,7 +74,7 @@ def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
                              (r.path / "confusion.png", f"Confusion matrix of {r.name}")):
             if r.status == "done" and src.is_file():
                 dest = f"{r.name}-{src.name}"
-                shutil.copyfile(src, out / dest)
+                atomic_copy(src, out / dest)
                 made.append((caption, dest))
     return made
 

@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import Config, ConfigError, read_yaml
-from ..runs import RunError, read_json, runs_root
+from ..runs import RunError, atomic_write_text, read_json, runs_root
 from . import pipeline as pipeline_stage
 from .common import print_fn
 
@@ -244,7 +244,7 @@ def emit_commands(sweep: Sweep, dest: Path, jobs: int, resume: bool) -> int:
     cmds = [shlex.join(sweep.argv(c, threads, ["audiocomp"])) for c in sweep.combos
             if not (resume and sweep.finished(c))]
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text("".join(c + "\n" for c in cmds), encoding="utf-8")
+    atomic_write_text(dest, "".join(c + "\n" for c in cmds))
     return len(cmds)
 
 

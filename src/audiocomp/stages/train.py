@@ -22,10 +22,11 @@ import torch
 
 from .. import tracking
 from ..config import Config, ConfigError, IntervalConfig
+from ..evaluate.counts import parameter_counts
 from ..evaluate.predictions import Predictions, file_name as predictions_file, intervals
-from ..models import MODELS, ModelSpec, build_model, count_parameters, save_model
+from ..models import MODELS, ModelSpec, build_model, save_model
 from ..models.io import load_pretrained, safe_torch_load
-from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
+from ..runs import Run, append_jsonl, atomic_write_json, atomic_write_text, read_json, runs_root
 from ..train import distributed
 from ..train.data import ArrayBatches
 from ..train.distributed import Dist
@@ -119,8 +120,7 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     fold = f"{prepared.split(index)['name']}/" if len(prepared.splits["splits"]) > 1 else ""
 
     def log(record: dict) -> None:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(log_path, record)
         tracking.log_epoch(record, f"epoch/{fold}")
 
     result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt, log, device,
@@ -133,9 +133,9 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     save_model(model, spec, out / "model")
     scored = score_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
     metrics = {
-        "model": spec.name, "parameters": count_parameters(model), "seed": cfg.seed, "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": result.monitor,
-        "selection": result.selection, "history": result.history,
+        "model": spec.name, "parameters": parameter_counts(model)["parameters"], "seed": cfg.seed,
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
+        "monitor": result.monitor, "selection": result.selection, "history": result.history,
         **{f"{p}_{k}": v for p, (m, _) in scored.items() for k, v in m.items()},
         # the chosen model's per-item predictions on validation and test (the training part is not kept)
         **record_predictions(out, {p: pred for p, (_, pred) in scored.items() if p != "train"}, cfg.eval.interval),
