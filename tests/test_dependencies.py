@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def declared() -> set[str]:
+    """The dependencies, plus the optional extras the package imports lazily (ray, mlflow, ...): not `test`."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {Requirement(r).name.lower() for r in project["dependencies"]}
+    extras = [r for name, reqs in project["optional-dependencies"].items() if name != "test" for r in reqs]
+    return {Requirement(r).name.lower() for r in [*project["dependencies"], *extras]}
 
 
 def imported_modules() -> set[str]:
