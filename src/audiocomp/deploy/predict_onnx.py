@@ -282,8 +282,9 @@ def stream_main(args, clf, out=None, err=None) -> int:
         return 0
     rtf = stats["processing_s"] / stats["audio_s"] if stats["audio_s"] else None
     summary = {"windows": stats["windows"], "audio_s": round(stats["audio_s"], 3), "rate": rate,
-               "model_rate": clf.sample_rate, "hop_s": hop, "processing_s": round(stats["processing_s"], 4),
-               "real_time_factor": None if rtf is None else round(rtf, 5), "threads": args.threads}
+               "model_rate": clf.sample_rate, "hop_s": hop, "processing_s": float(f"{stats['processing_s']:.4g}"),
+               # significant digits, not decimals: real-time factors are tiny
+               "real_time_factor": None if rtf is None else float(f"{rtf:.4g}"), "threads": args.threads}
     if args.json:
         print(json.dumps({"summary": summary}), file=err, flush=True)
     else:
