@@ -107,6 +107,7 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     metrics = {
         "model": spec.name, "parameters": count_parameters(model), "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": cfg.train.monitor,
+        "precision": result.precision, "torch_threads": torch.get_num_threads(),
         "history": result.history, **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
     }
     if skipped is not None:

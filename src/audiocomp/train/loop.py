@@ -1,5 +1,6 @@
 """The training loop: epochs with a progress bar, validation, `last`/`best` checkpoints every epoch, exact
-resume after an interruption, early stopping, AMP on CUDA, optional torch.compile and DDP (distributed.py).
+resume after an interruption, early stopping, mixed precision (float16 on CUDA, bfloat16 on CPUs with native
+bf16) and channels_last for 2-D conv models, optional torch.compile and DDP (distributed.py).
 
 Exact resume: everything random is either re-derived from (seed, epoch, rank) (data order, augmentation
 draws) or saved in `last.pt` at the end of every epoch (model, optimizer, scheduler, AMP scaler, the torch
@@ -45,6 +46,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"train.device={name}: MPS is not available on this machine (use auto or cpu)")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: oneDNN then runs bfloat16 convolutions, matmuls and LSTMs in hardware (elsewhere
+    bf16 is emulated and slower than float32)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`train.precision` -> "fp32", "bf16" or "fp16" for this device."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision=fp16: float16 autocast needs CUDA, not {device.type} (use bf16 or fp32)")
+    return precision
+
+
+def uses_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -123,6 +147,7 @@ class FitResult:
     best_epoch: int = -1
     best_value: Optional[float] = None
     stopped_early: bool = False
+    precision: str = "fp32"  # what the forward pass ran in (train.precision resolved for the device)
 
 
 def _monitor_value(record: dict, monitor: str) -> Optional[float]:
@@ -161,6 +186,11 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     from tqdm import tqdm
 
     model.to(device)
+    # NHWC lets oneDNN (and cuDNN) use their fast convolution kernels; the weights go back to the default
+    # layout at the end, so saved and exported models look like any other
+    channels_last = cfg.channels_last and uses_conv2d(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -168,10 +198,12 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
+    precision = resolve_precision(cfg.precision, device)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    use_amp = precision == "fp16"  # float16 needs loss scaling; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     opt = make_optimizer(model.parameters(), cfg)
     sched, per_batch = make_scheduler(opt, cfg, len(train))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     crit = loss_fn(multilabel, cfg.label_smoothing)
     result = FitResult()
     start_epoch, bad_epochs = 0, 0
@@ -206,13 +238,15 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist.is_main))
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             x = augment_batch(x, cfg.augment, aug_gen)
             target = y
             if cfg.augment.mixup_alpha > 0:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = net(x)
-            loss = crit(logits.float(), target)
+            loss = crit(logits.float(), target)  # the loss (and softmax) in float32 whatever the precision
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -255,7 +289,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         state = _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs)
         if dist.is_main:
             if improved:
-                atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt_dir / "best.pt")
+                atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                                  ckpt_dir / "best.pt")
                 if on_best:
                     on_best(model)
             atomic_torch_save(state, last)  # before the log line: a resume rewrites the log from here
@@ -263,4 +298,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
             result.stopped_early = True
             break
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    result.precision = precision
     return result
