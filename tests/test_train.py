@@ -13,7 +13,7 @@ from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
 from audiocomp.train.augment import augment_batch, mixup
 from audiocomp.train.data import ArrayBatches
-from audiocomp.train.loop import fit, predict_scores, resolve_device, score_metrics
+from audiocomp.train.loop import TIMING_KEYS, fit, predict_scores, resolve_device, score_metrics
 
 
 def toy(n=96, classes=3, multilabel=False, seed=0):
@@ -116,6 +116,16 @@ def test_augmentation_is_off_by_default_and_does_what_it_says():
     assert torch.allclose(shifted.sort(dim=1).values, wave.sort(dim=1).values)  # a circular shift
     noisy = augment_batch(wave, AugmentConfig(noise_std=0.1), gen)
     assert 0.05 < float((noisy - wave).std()) < 0.2
+
+    spec_gain = augment_batch(spec, AugmentConfig(gain_db=6), gen)
+    offset = (spec_gain - spec).flatten(1)
+    assert torch.allclose(offset, offset[:, :1].expand_as(offset), atol=1e-5)  # dB: one offset per clip
+    assert (offset.abs() <= 6 + 1e-5).all() and offset[:, 0].std() > 0
+    rolled = augment_batch(spec, AugmentConfig(time_shift=0.5), gen)
+    shifts = []
+    for before, after in zip(spec, rolled):  # every clip is its own frames rolled in time by 0..10 frames
+        shifts.append(next(s for s in range(11) if torch.equal(after, torch.roll(before, s, dims=-1))))
+    assert len(set(shifts)) > 1
 
     xm, soft = mixup(spec, torch.tensor([0, 1, 2, 0]), 0.4, 3, gen)
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
@@ -228,9 +238,7 @@ def test_bf16_channels_last_training_resumes_exactly(tmp_path):
     straight, straight_log = train(tmp_path / "a")
     _, first = train(tmp_path / "b", stop_after=2)
     resumed, rest = train(tmp_path / "b", resume=True)
-    untimed = [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")}
-               for r in first + rest]
-    assert untimed == [{k: v for k, v in r.items() if k not in ("epoch_seconds", "samples_per_second")}
-                       for r in straight_log]
+    untimed = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in first + rest]
+    assert untimed == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in straight_log]
     assert len(first) == 2 and len(rest) == 2
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

@@ -161,7 +161,8 @@ def _better(value: float, best: Optional[float], monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
-TIMING_KEYS = ("epoch_seconds", "samples_per_second")  # the only per-epoch values that differ between reruns
+# the only values of a training's records (per epoch, and its totals in metrics.json) that differ between reruns
+TIMING_KEYS = ("epoch_seconds", "epoch_cpu_seconds", "samples_per_second", "train_seconds", "train_cpu_seconds")
 
 
 def _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
@@ -233,7 +234,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         aug_gen.manual_seed((seed * 100_003 + epoch) * 1_009 + dist.rank)  # same draws after a resume
         train.set_epoch(epoch)
         net.train()
-        t0, total_loss, seen, correct = time.perf_counter(), 0.0, 0, 0
+        t0, cpu0, total_loss, seen, correct = time.perf_counter(), time.process_time(), 0.0, 0, 0
         lr = opt.param_groups[0]["lr"]  # the rate this epoch trains with (at its first batch)
         bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist.is_main))
         for x, y in bar:
@@ -263,10 +264,11 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         if sched is not None and not per_batch:
             sched.step()
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0  # cpu: all threads of this process
         total_loss, seen, correct = distributed.all_sum([total_loss, seen, correct], device)
         record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "train_samples": int(seen),
-                  "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
+                  "epoch_seconds": round(elapsed, 3), "epoch_cpu_seconds": round(cpu, 3),
+                  "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
         if val is not None and len(val.rows):
