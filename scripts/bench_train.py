@@ -9,7 +9,8 @@ ESC-50 / UrbanSound8K input size (the UrbanSound8K subset, 22,050 Hz, 128 mels x
 Throughput: the real loop (fit) over the first --batches training batches, the variants interleaved round by
 round so that a noisy neighbour on a shared machine slows them alike; the median of the per-round ratios is
 the speed-up. Accuracy: each variant trains --epochs (per case) from the same initial weights and data order;
-the per-item validation probabilities go to bench_train_val.npz for paired intervals.
+--seeds paired runs per variant (same seed: same initial weights, data order and augmentation draws); the
+per-item validation probabilities go to bench_train_val.npz for paired intervals.
 
 Usage: python scripts/bench_train.py [--fsdd ../shared/data/fsdd] [--us8k ../shared/data/urbansound8k_subset]
        [--runs-dir runs] [--out bench-results] [--threads 1] [--cases fsdd-cnn,fsdd-lstm,us8k-cnn]
@@ -123,23 +124,38 @@ def throughput(cfg, prepared, spec, n_batches: int, rounds: int, ckpt: Path) -> 
             for name, v in sps.items()}
 
 
-def short_training(cfg, prepared, spec, variant: dict, epochs: int, ckpt: Path) -> tuple[dict, np.ndarray, np.ndarray]:
-    seed_everything(cfg.seed, True)
+def short_training(cfg, prepared, spec, variant: dict, epochs: int, seed: int,
+                   ckpt: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    seed_everything(seed, True)  # the seed sets the initial weights, the data order and the augmentation draws
     model = build_model(spec)
     model.set_norm(prepared.split().get("norm"))
-    train = split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
+    train = split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=seed)
     val = split_batches(prepared, "val", cfg.train.batch_size)
     t0 = time.perf_counter()
     result = fit(model, train, val, train_cfg(cfg, variant, epochs), spec.num_classes, False, ckpt, lambda r: None,
-                 torch.device("cpu"), progress=False, seed=cfg.seed)
+                 torch.device("cpu"), progress=False, seed=seed)
     wall = time.perf_counter() - t0
     model.load_state_dict(torch.load(ckpt / "best.pt", weights_only=True))
     scores, targets, _ = predict_scores(model.eval(), val, torch.device("cpu"))
     m = score_metrics(scores, targets, spec.num_classes, False)
     epochs_sps = [r["samples_per_second"] for r in result.history]
-    return ({"precision": result.precision, "epochs": epochs, "best_epoch": result.best_epoch,
+    return ({"precision": result.precision, "seed": seed, "epochs": epochs, "best_epoch": result.best_epoch,
              "val_accuracy": m["accuracy"], "val_items": len(targets), "wall_seconds": round(wall, 1),
              "median_epoch_samples_per_s": statistics.median(epochs_sps)}, scores, targets)
+
+
+def summarise(accuracy: list[dict]) -> list[dict]:
+    """Mean and sample std of the validation accuracy over seeds, per case and variant."""
+    out = []
+    for key in dict.fromkeys((a["case"], a["variant"]) for a in accuracy):
+        runs = [a for a in accuracy if (a["case"], a["variant"]) == key]
+        accs = [a["val_accuracy"] for a in runs]
+        out.append({"case": key[0], "variant": key[1], "precision": runs[0]["precision"], "epochs": runs[0]["epochs"],
+                    "seeds": len(runs), "val_accuracy": accs, "val_accuracy_mean": float(np.mean(accs)),
+                    "val_accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                    "val_items": runs[0]["val_items"],
+                    "median_epoch_samples_per_s": statistics.median(a["median_epoch_samples_per_s"] for a in runs)})
+    return out
 
 
 def data_path(cfg, prepared, spec, rounds: int, ckpt: Path) -> dict:
@@ -164,6 +180,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20, help="training batches per throughput measurement")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
     ap.add_argument("--epochs", type=int, default=None, help="epochs of the accuracy runs [default: per case]")
+    ap.add_argument("--seeds", type=int, default=3, help="accuracy runs per variant (seeds 0..N-1)")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's]")
     args = ap.parse_args()
@@ -188,19 +205,21 @@ def main() -> None:
                 data_rows.append({"case": case, **data_path(cfg, prepared, spec, args.rounds, ckpt)})
             if args.skip_accuracy:
                 continue
-            for name in ACCURACY_VARIANTS:
-                acc, scores, targets = short_training(cfg, prepared, spec, VARIANTS[name], args.epochs or epochs, ckpt)
-                accuracy.append({"case": case, "variant": name, **acc})
-                val_arrays[f"{case}/{name}/scores"], val_arrays[f"{case}/targets"] = scores, targets
-                print(f"{case} {name}: val accuracy {acc['val_accuracy']:.3f} after {acc['epochs']} epochs "
-                      f"({acc['wall_seconds']} s)", flush=True)
+            for seed in range(args.seeds):
+                for name in ACCURACY_VARIANTS:  # paired: same seed, same initial weights and data order
+                    acc, scores, targets = short_training(cfg, prepared, spec, VARIANTS[name], args.epochs or epochs,
+                                                          seed, ckpt)
+                    accuracy.append({"case": case, "variant": name, **acc})
+                    val_arrays[f"{case}/seed{seed}/{name}/scores"], val_arrays[f"{case}/targets"] = scores, targets
+                    print(f"{case} {name} seed {seed}: val accuracy {acc['val_accuracy']:.3f} after {acc['epochs']} "
+                          f"epochs ({acc['wall_seconds']} s)", flush=True)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": "train", "load_average": os.getloadavg(), "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpu": platform.processor() or platform.machine(),
               "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__, "throughput": rows,
-              "accuracy": accuracy, "data_path": data_rows}
+              "accuracy": accuracy, "accuracy_summary": summarise(accuracy), "data_path": data_rows}
     (out / "bench_train.json").write_text(json.dumps(result, indent=2) + "\n")
     if val_arrays:
         np.savez_compressed(out / "bench_train_val.npz", **val_arrays)
@@ -211,10 +230,12 @@ def main() -> None:
     for r in rows:
         print(f"| {r['case']} | {r['input']} | {r['variant']} | {r['samples_per_s']:.0f} | {r['speedup']:.2f}x |")
     if accuracy:
-        print("\n| case | variant | precision | epochs | val accuracy | val items | epoch samples/s | wall s |\n|---|---|---|---|---|---|---|---|")
-        for a in accuracy:
-            print(f"| {a['case']} | {a['variant']} | {a['precision']} | {a['epochs']} | {a['val_accuracy']:.3f} | "
-                  f"{a['val_items']} | {a['median_epoch_samples_per_s']:.0f} | {a['wall_seconds']} |")
+        print("\n| case | variant | precision | epochs | seeds | val accuracy, mean +- std | per seed | val items | "
+              "epoch samples/s |\n|---|---|---|---|---|---|---|---|---|")
+        for s in summarise(accuracy):
+            print(f"| {s['case']} | {s['variant']} | {s['precision']} | {s['epochs']} | {s['seeds']} | "
+                  f"{s['val_accuracy_mean']:.3f} +- {s['val_accuracy_std']:.3f} | "
+                  f"{', '.join(f'{a:.3f}' for a in s['val_accuracy'])} | {s['val_items']} | {s['median_epoch_samples_per_s']:.0f} |")
     if data_rows:
         print("\n| case | store samples/s | in-memory samples/s | store / memory |\n|---|---|---|---|")
         for r in data_rows:
