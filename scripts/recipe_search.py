@@ -64,7 +64,7 @@ def trial(args) -> dict:
              "model": spec.name, "input": spec.feature_shape, "epochs": cfg.train.epochs,
              "best_val_accuracy": max(accs), "best_epoch": result.best_epoch, "last_val_accuracy": accs[-1],
              "last3_val_accuracy": float(np.mean(accs[-3:])), "val_items": len(val.rows), "train_items": len(train.rows),
-             "wall_seconds": round(wall, 1), "cpu_seconds": round(sum(r["epoch_cpu_seconds"] for r in history), 1),
+             "wall_seconds": round(wall, 1), "cpu_seconds": round(sum(r["cpu_seconds"] for r in history), 1),
              "median_samples_per_s": float(np.median([r["samples_per_second"] for r in history])),
              "precision": result.precision, "torch_threads": torch.get_num_threads(),
              "load_average_before": load_before, "load_average_after": os.getloadavg(),

@@ -108,9 +108,9 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
         "model": spec.name, "parameters": count_parameters(model), "best_epoch": result.best_epoch,
         "epochs_run": len(result.history), "stopped_early": result.stopped_early, "monitor": cfg.train.monitor,
         "precision": result.precision, "torch_threads": torch.get_num_threads(),
-        # training cost (every epoch, across resumes): wall seconds, and CPU seconds of all threads
-        "train_seconds": round(sum(r["epoch_seconds"] for r in result.history), 1),
-        "train_cpu_seconds": round(sum(r.get("epoch_cpu_seconds", 0.0) for r in result.history), 1),
+        # training cost, validation included (every epoch, across resumes): wall, and CPU time of all threads
+        "train_seconds": round(sum(r["wall_seconds"] for r in result.history), 1),
+        "train_cpu_seconds": round(sum(r["cpu_seconds"] for r in result.history), 1),
         "history": result.history, **{f"{p}_{k}": v for p, m in parts.items() for k, v in m.items()},
     }
     if skipped is not None:

@@ -162,7 +162,7 @@ def _better(value: float, best: Optional[float], monitor: str) -> bool:
 
 
 # the only values of a training's records (per epoch, and its totals in metrics.json) that differ between reruns
-TIMING_KEYS = ("epoch_seconds", "epoch_cpu_seconds", "samples_per_second", "train_seconds", "train_cpu_seconds")
+TIMING_KEYS = ("epoch_seconds", "samples_per_second", "wall_seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds")
 
 
 def _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
@@ -264,11 +264,10 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         if sched is not None and not per_batch:
             sched.step()
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0  # cpu: all threads of this process
+        elapsed = time.perf_counter() - t0
         total_loss, seen, correct = distributed.all_sum([total_loss, seen, correct], device)
         record = {"epoch": epoch + 1, "train_loss": total_loss / max(seen, 1), "lr": lr, "train_samples": int(seen),
-                  "epoch_seconds": round(elapsed, 3), "epoch_cpu_seconds": round(cpu, 3),
-                  "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
+                  "epoch_seconds": round(elapsed, 3), "samples_per_second": round(seen / max(elapsed, 1e-9), 1)}
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
         if val is not None and len(val.rows):
@@ -279,6 +278,9 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             for key in ("accuracy", "macro_f1", "map"):
                 if key in m:
                     record[f"val_{key}"] = m[key]
+        # the whole epoch's cost, validation included: wall seconds, and CPU seconds of all threads
+        record["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
         result.history.append(record)
         value = _monitor_value(record, cfg.monitor)
         if value is None:  # no validation set: the last epoch is the best one
