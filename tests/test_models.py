@@ -125,3 +125,12 @@ def test_meanmax_head_pools_by_hand_and_exports_to_onnx(tmp_path):
     assert np.abs(run_session(session(path), x) - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-4
     with pytest.raises(ValueError, match="head_pool"):
         build_model(ModelSpec("cnn", 10, [1, 64, 63], kwargs={"head_pool": "max"}))
+
+
+def test_vgg_style_blocks_stack_convolutions_before_each_pooling():
+    one = build_model(ModelSpec("cnn", 10, [1, 32, 40], kwargs={"channels": [8, 16]}))
+    two = build_model(ModelSpec("cnn", 10, [1, 32, 40], kwargs={"channels": [8, 16], "convs_per_block": 2}))
+    convs = [m for m in two.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 8), (8, 8), (8, 16), (16, 16)]
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in one.modules()) == 2
+    assert two(torch.randn(2, 1, 32, 40)).shape == (2, 10)
