@@ -8,9 +8,10 @@ Cases: the FSDD CNN and LSTM of the real-data tests (8 kHz, 40 mels x 32 frames)
 ESC-50 / UrbanSound8K input size (the UrbanSound8K subset, 22,050 Hz, 128 mels x 173 frames of 4 s).
 Throughput: the real loop (fit) over the first --batches training batches, the variants interleaved round by
 round so that a noisy neighbour on a shared machine slows them alike; the median of the per-round ratios is
-the speed-up. Accuracy: each variant trains --epochs (per case) from the same initial weights and data order;
---seeds paired runs per variant (same seed: same initial weights, data order and augmentation draws); the
-per-item validation probabilities go to bench_train_val.npz for paired intervals.
+the speed-up, in samples per wall second and in samples per CPU second (all threads; with one thread, what an
+idle core would do whatever the other jobs on a shared machine do). Accuracy: each variant trains --epochs (per
+case), --seeds paired runs (one seed: the same initial weights, data order and augmentation draws for both
+variants); the per-item validation probabilities go to bench_train_val.npz for paired intervals.
 
 Usage: python scripts/bench_train.py [--fsdd ../shared/data/fsdd] [--us8k ../shared/data/urbansound8k_subset]
        [--runs-dir runs] [--out bench-results] [--threads 1] [--cases fsdd-cnn,fsdd-lstm,us8k-cnn]
