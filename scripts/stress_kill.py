@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"epoch_seconds", "samples_per_second", "build_seconds", "seconds"}
+TIMING_KEYS = {"epoch_seconds", "samples_per_second", "wall_seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds",
+               "build_seconds", "seconds"}
 TINY = ["data.dataset=synth", "features.sample_rate=8000", "features.duration=1.0", "features.n_fft=256",
         "features.hop_length=128", "features.n_mels=32", "model.name=cnn",
         "model.kwargs.channels=[8,16]", "train.epochs=3", "train.batch_size=16", "split.val_fraction=0.2",

@@ -41,9 +41,9 @@ def test_include_cycle_is_an_error(tmp_path):
 
 
 def test_set_overrides_parse_yaml_values(tmp_path):
-    cfg = load_config([], ["model.input_size=[299, 299]", "train.lr=1e-3", "train.amp=false",
+    cfg = load_config([], ["model.input_size=[299, 299]", "train.lr=1e-3", "train.channels_last=false",
                            "model.kwargs.channels=[8,16]", "split.test_fold=all"])
-    assert cfg.model.input_size == (299, 299) and cfg.train.lr == 1e-3 and cfg.train.amp is False
+    assert cfg.model.input_size == (299, 299) and cfg.train.lr == 1e-3 and cfg.train.channels_last is False
     assert cfg.model.kwargs == {"channels": [8, 16]} and cfg.split.test_fold == "all"
 
 

@@ -108,3 +108,29 @@ def test_grid_pool_matches_adaptive_pooling_and_the_pooled_cnn_exports_to_onnx(t
     path = export_onnx(model, [1, 64, 63], tmp_path / "m.onnx")
     x = np.random.default_rng(0).standard_normal((3, 1, 64, 63)).astype(np.float32)
     assert np.abs(run_session(session(path), x) - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-4
+
+
+def test_meanmax_head_pools_by_hand_and_exports_to_onnx(tmp_path):
+    import numpy as np
+
+    from audiocomp.compress.onnx import export_onnx, run_session, session
+    from audiocomp.models.cnn import MeanMaxOverTime
+
+    x = torch.tensor([[[[1.0, 5.0, 0.0], [3.0, 1.0, 0.0]]]])  # (1, 1, F=2, T=3): frequency means 2, 3, 0
+    assert MeanMaxOverTime()(x).tolist() == [[pytest.approx(5 / 3 + 3)]]  # mean over time 5/3, max over time 3
+    model = build_model(ModelSpec("cnn", 10, [1, 64, 63], kwargs={"head_pool": "meanmax"})).eval()
+    assert isinstance(model.backbone[-6], MeanMaxOverTime)
+    path = export_onnx(model, [1, 64, 63], tmp_path / "m.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 1, 64, 63)).astype(np.float32)
+    assert np.abs(run_session(session(path), x) - model(torch.from_numpy(x)).detach().numpy()).max() < 1e-4
+    with pytest.raises(ValueError, match="head_pool"):
+        build_model(ModelSpec("cnn", 10, [1, 64, 63], kwargs={"head_pool": "max"}))
+
+
+def test_vgg_style_blocks_stack_convolutions_before_each_pooling():
+    one = build_model(ModelSpec("cnn", 10, [1, 32, 40], kwargs={"channels": [8, 16]}))
+    two = build_model(ModelSpec("cnn", 10, [1, 32, 40], kwargs={"channels": [8, 16], "convs_per_block": 2}))
+    convs = [m for m in two.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 8), (8, 8), (8, 16), (16, 16)]
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in one.modules()) == 2
+    assert two(torch.randn(2, 1, 32, 40)).shape == (2, 10)

@@ -13,7 +13,7 @@ from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
 from audiocomp.train.augment import augment_batch, mixup
 from audiocomp.train.data import ArrayBatches
-from audiocomp.train.loop import fit, predict_scores, resolve_device, score_metrics
+from audiocomp.train.loop import TIMING_KEYS, fit, predict_scores, resolve_device, score_metrics
 
 
 def toy(n=96, classes=3, multilabel=False, seed=0):
@@ -117,6 +117,16 @@ def test_augmentation_is_off_by_default_and_does_what_it_says():
     noisy = augment_batch(wave, AugmentConfig(noise_std=0.1), gen)
     assert 0.05 < float((noisy - wave).std()) < 0.2
 
+    spec_gain = augment_batch(spec, AugmentConfig(gain_db=6), gen)
+    offset = (spec_gain - spec).flatten(1)
+    assert torch.allclose(offset, offset[:, :1].expand_as(offset), atol=1e-5)  # dB: one offset per clip
+    assert (offset.abs() <= 6 + 1e-5).all() and offset[:, 0].std() > 0
+    rolled = augment_batch(spec, AugmentConfig(time_shift=0.5), gen)
+    shifts = []
+    for before, after in zip(spec, rolled):  # every clip is its own frames rolled in time by 0..10 frames
+        shifts.append(next(s for s in range(11) if torch.equal(after, torch.roll(before, s, dims=-1))))
+    assert len(set(shifts)) > 1
+
     xm, soft = mixup(spec, torch.tensor([0, 1, 2, 0]), 0.4, 3, gen)
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
 
@@ -195,3 +205,74 @@ def test_without_a_validation_part_the_last_epoch_is_kept_and_early_stopping_is_
     with pytest.raises(ConfigError, match="train.early_stopping=2: this split has no validation part"):
         fit(small_net(), train, None, TrainConfig(epochs=3, early_stopping=2), 3, False, tmp_path / "es",
             lambda r: None, torch.device("cpu"), progress=False)
+
+
+def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
+    from audiocomp.train import loop
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert loop.resolve_precision("auto", cpu) == "fp32"
+    assert loop.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert loop.resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert loop.resolve_precision("bf16", cpu) == "bf16" and loop.resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="fp16: float16 autocast needs CUDA"):
+        loop.resolve_precision("fp16", cpu)
+
+
+@pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp32", False)])
+def test_precision_and_memory_format_of_training_and_of_what_is_saved(tmp_path, precision, channels_last):
+    """The convolutions train in the configured precision and layout; validation runs in float32; the model
+    and best.pt end in float32 and the default layout."""
+    x, y = toy()
+    torch.manual_seed(0)
+    model = small_net()
+    seen = []
+    model[0].register_forward_hook(lambda m, i, out: seen.append(
+        (m.training, out.dtype, out.is_contiguous(memory_format=torch.channels_last))))
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=0.02, precision=precision, channels_last=channels_last)
+    result = fit(model, ArrayBatches(x, y, range(64), 32, shuffle=True), ArrayBatches(x, y, range(64, 96), 32), cfg,
+                 3, False, tmp_path, lambda r: None, torch.device("cpu"), progress=False)
+    train_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert {s[1:] for s in seen if s[0]} == {(train_dtype, channels_last)}
+    assert {s[1] for s in seen if not s[0]} == {torch.float32}  # validation in float32
+    assert result.precision == precision
+    assert max(r["val_accuracy"] for r in result.history) >= 0.8  # it learns in bf16 too
+    weight = model[0].weight
+    assert weight.dtype == torch.float32 and weight.is_contiguous()
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert all(t.is_contiguous() for t in best.values())
+
+
+def test_bf16_channels_last_training_resumes_exactly(tmp_path):
+    """Interrupted after two epochs and resumed from last.pt: the same history and weights as a run that never
+    stopped (bf16 autocast, channels_last, SpecAugment, mixup and a per-batch schedule)."""
+    x, y = toy()
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=0.02, optimizer="adamw", scheduler="onecycle", precision="bf16",
+                      channels_last=True, augment=AugmentConfig(spec_time_mask=2, spec_freq_mask=2, mixup_alpha=0.3))
+
+    def train(folder, resume=False, stop_after=None):
+        torch.manual_seed(0)
+        model = small_net()
+        log = []
+
+        def record(r):
+            log.append(r)
+            if stop_after and len(log) == stop_after:
+                raise KeyboardInterrupt  # interrupted right after the epoch's checkpoint
+        try:
+            fit(model, ArrayBatches(x, y, range(64), 16, shuffle=True), ArrayBatches(x, y, range(64, 96), 16), cfg,
+                3, False, folder, record, torch.device("cpu"), resume=resume, progress=False)
+        except KeyboardInterrupt:
+            pass
+        return model, log
+
+    straight, straight_log = train(tmp_path / "a")
+    _, first = train(tmp_path / "b", stop_after=2)
+    resumed, rest = train(tmp_path / "b", resume=True)
+    untimed = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in first + rest]
+    assert untimed == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in straight_log]
+    assert len(first) == 2 and len(rest) == 2
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

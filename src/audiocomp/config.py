@@ -76,9 +76,9 @@ class AugmentConfig(Section):
     spec_time_mask: int = Field(0, ge=0)  # max frames masked (SpecAugment), 0 = off
     spec_freq_mask: int = Field(0, ge=0)  # max mel bins masked
     mixup_alpha: float = Field(0.0, ge=0)
-    gain_db: float = Field(0.0, ge=0)  # waveform: random gain in [-gain_db, gain_db]
-    time_shift: float = Field(0.0, ge=0, le=1)  # waveform: max circular shift, fraction of length
-    noise_std: float = Field(0.0, ge=0)
+    gain_db: float = Field(0.0, ge=0)  # random gain in [-gain_db, gain_db] (log-mel dB: an offset)
+    time_shift: float = Field(0.0, ge=0, le=1)  # max circular shift, fraction of the clip (samples or frames)
+    noise_std: float = Field(0.0, ge=0)  # waveform: Gaussian noise
 
 
 class TrainConfig(Section):
@@ -98,7 +98,10 @@ class TrainConfig(Section):
     monitor: Literal["auto", "val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "auto"
     seeds: int = Field(1, ge=1)  # independent trainings (seed, seed+1, ...) in seeds/<k>/: mean +- std
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: bool = True  # only takes effect on CUDA
+    # autocast precision of the forward pass (weights, optimizer and loss stay float32). auto: float16 with
+    # loss scaling on CUDA, bfloat16 on CPUs with native bf16 (AMX or AVX512-BF16), else float32
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool = True  # NHWC memory format for models with 2-D convolutions (faster oneDNN kernels)
     compile: bool = False
     deterministic: bool = True
     threads: Optional[int] = Field(None, ge=1)

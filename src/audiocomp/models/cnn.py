@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from .base import register
@@ -24,24 +25,44 @@ def grid_pool(size: tuple[int, int], grid: tuple[int, int]) -> nn.Module:
     return nn.AvgPool2d(tuple(kernels), tuple(strides))
 
 
-def _block2d(cin: int, cout: int, k: int, pool: int, dropout: float) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(pool), nn.Dropout(dropout))
+def _block2d(cin: int, cout: int, k: int, pool: int, dropout: float, convs: int = 1) -> nn.Sequential:
+    layers = []
+    for i in range(convs):  # convs > 1: VGG-style, a wider receptive field before each pooling
+        layers += [nn.Conv2d(cin if i == 0 else cout, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.MaxPool2d(pool), nn.Dropout(dropout))
+
+
+class MeanMaxOverTime(nn.Module):
+    """(B, C, F, T) -> (B, C): the mean over frequency, then its mean plus its maximum over time (the PANNs
+    head): a short loud event (a gun shot, a dog bark) is not averaged away by a long quiet clip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=2)
+        return x.mean(dim=2) + x.amax(dim=2)
 
 
 @register("cnn", "spectrogram", 1, "conv-BN-ReLU-pool blocks + dense head (ESC-50/US8K study)")
 def cnn(num_classes: int, input_shape, channels=(32, 64, 128, 128), kernel_size: int = 3, pool: int = 2,
-        dropout: float = 0.2, hidden: int = 128, pooled=(1, 1)) -> nn.Module:
+        dropout: float = 0.2, hidden: int = 128, pooled=(1, 1), head_pool: str = "avg",
+        convs_per_block: int = 1) -> nn.Module:
     """`pooled`: the (freq, time) grid the last feature map is averaged to before the dense head; (1, 1) is
-    global pooling, a larger grid keeps coarse time order (it helps for speech such as spoken digits)."""
+    global pooling, a larger grid keeps coarse time order (it helps for speech such as spoken digits).
+    `head_pool: meanmax` replaces that average by MeanMaxOverTime (for `pooled` (1, 1) only).
+    `convs_per_block`: conv-BN-ReLU layers before each pooling (1: the study's CNN, 2: VGG-style)."""
+    if head_pool not in ("avg", "meanmax"):
+        raise ValueError(f"cnn head_pool must be 'avg' or 'meanmax', got {head_pool!r}")
+    if head_pool == "meanmax" and tuple(pooled) != (1, 1):
+        raise ValueError("cnn head_pool 'meanmax' pools to one value per channel: leave pooled at [1, 1]")
     layers, cin = [], input_shape[0]
     size = tuple(input_shape[1:])  # (F, T) of the map, followed through the blocks
     for c in channels:
-        layers.append(_block2d(cin, c, kernel_size, pool, dropout))
+        layers.append(_block2d(cin, c, kernel_size, pool, dropout, convs_per_block))
         cin = c
         size = tuple(n // pool for n in size)
     grid = tuple(pooled)
-    return nn.Sequential(*layers, grid_pool(size, grid), nn.Flatten(), nn.Linear(cin * grid[0] * grid[1], hidden),
+    head = MeanMaxOverTime() if head_pool == "meanmax" else grid_pool(size, grid)
+    return nn.Sequential(*layers, head, nn.Flatten(), nn.Linear(cin * grid[0] * grid[1], hidden),
                          nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
 

@@ -135,7 +135,12 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
     metrics = {
         "model": spec.name, "parameters": parameter_counts(model)["parameters"], "seed": cfg.seed,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
-        "monitor": result.monitor, "selection": result.selection, "history": result.history,
+        "monitor": result.monitor, "selection": result.selection,
+        "precision": result.precision, "torch_threads": torch.get_num_threads(),
+        # training cost, validation included (every epoch, across resumes): wall, and CPU time of all threads
+        "train_seconds": round(sum(r["wall_seconds"] for r in result.history), 1),
+        "train_cpu_seconds": round(sum(r["cpu_seconds"] for r in result.history), 1),
+        "history": result.history,
         **{f"{p}_{k}": v for p, (m, _) in scored.items() for k, v in m.items()},
         # the chosen model's per-item predictions on validation and test (the training part is not kept)
         **record_predictions(out, {p: pred for p, (_, pred) in scored.items() if p != "train"}, cfg.eval.interval),

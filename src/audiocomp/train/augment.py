@@ -1,5 +1,5 @@
-"""Training-time augmentation (off by default): SpecAugment masks and mixup for spectrograms; gain, time
-shift and noise for waveforms. Applied to a batch on the training device."""
+"""Training-time augmentation (off by default): SpecAugment masks, gain, time shift and mixup for spectrograms;
+gain, time shift, noise and mixup for waveforms. Applied to a batch on the training device."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,7 +10,15 @@ from ..config import AugmentConfig
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
-    if x.dim() == 4:  # (B, 1, F, T)
+    if x.dim() == 4:  # (B, 1, F, T) log-mel dB (ref 1.0): a gain is an offset, a time shift a roll of the frames
+        if cfg.gain_db > 0:
+            gain = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gain_db
+            x = x + gain.to(x.device, x.dtype)
+        if cfg.time_shift > 0:
+            n = x.shape[3]
+            shifts = (torch.rand(b, generator=gen) * cfg.time_shift * n).long()
+            src = (torch.arange(n)[None] - shifts[:, None]) % n  # (B, T): frame t comes from t - shift
+            x = x.gather(3, src.to(x.device)[:, None, None, :].expand_as(x))
         for size, axis in ((cfg.spec_freq_mask, 2), (cfg.spec_time_mask, 3)):
             if size <= 0:
                 continue

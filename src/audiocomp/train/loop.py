@@ -1,5 +1,6 @@
 """The training loop: epochs with a progress bar, validation, `last`/`best` checkpoints every epoch, exact
-resume after an interruption, early stopping, AMP on CUDA, optional torch.compile and DDP (distributed.py).
+resume after an interruption, early stopping, mixed precision (float16 on CUDA, bfloat16 on CPUs with native
+bf16) and channels_last for 2-D conv models, optional torch.compile and DDP (distributed.py).
 
 Exact resume: everything random is either re-derived from (seed, epoch, rank) (data order, augmentation
 draws) or saved in `last.pt` at the end of every epoch (model, optimizer, scheduler, AMP scaler, the torch
@@ -47,6 +48,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16: oneDNN then runs bfloat16 convolutions, matmuls and LSTMs in hardware (elsewhere
+    bf16 is emulated and slower than float32)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`train.precision` -> "fp32", "bf16" or "fp16" for this device."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.precision=fp16: float16 autocast needs CUDA, not {device.type} (use bf16 or fp32)")
+    return precision
+
+
+def uses_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -54,6 +78,10 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # deterministic mode also fills every new tensor with NaN to expose kernels that read uninitialised
+        # memory: about 10% of a CPU training step of the CNN (scripts/bench_train.py); no kernel here reads
+        # it, and the exact-resume tests run with the fill off
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
 
 
@@ -124,6 +152,7 @@ class FitResult:
     best_value: Optional[float] = None
     stopped_early: bool = False
     monitor: Optional[str] = None  # the validation metric that chose the epoch; None: the last epoch was kept
+    precision: str = "fp32"  # what the forward pass ran in (train.precision resolved for the device)
 
     @property
     def selection(self) -> str:
@@ -169,7 +198,8 @@ def _better(value: float, best: Optional[float], monitor: str) -> bool:
     return value < best if monitor.endswith("loss") else value > best
 
 
-TIMING_KEYS = ("epoch_seconds", "samples_per_second")  # the only per-epoch values that differ between reruns
+# the only values of a training's records (per epoch, and its totals in metrics.json) that differ between reruns
+TIMING_KEYS = ("epoch_seconds", "samples_per_second", "wall_seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds")
 
 
 def _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
@@ -195,6 +225,11 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     from tqdm import tqdm
 
     model.to(device)
+    # NHWC lets oneDNN (and cuDNN) use their fast convolution kernels; the weights go back to the default
+    # layout at the end, so saved and exported models look like any other
+    channels_last = cfg.channels_last and uses_conv2d(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     net: nn.Module = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -202,10 +237,12 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
+    precision = resolve_precision(cfg.precision, device)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    use_amp = precision == "fp16"  # float16 needs loss scaling; bfloat16 has float32's range
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     opt = make_optimizer(model.parameters(), cfg)
     sched, per_batch = make_scheduler(opt, cfg, len(train))
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     crit = loss_fn(multilabel, cfg.label_smoothing)
     has_val = val is not None and len(val.rows) > 0
     result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
@@ -236,18 +273,20 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         aug_gen.manual_seed((seed * 100_003 + epoch) * 1_009 + dist.rank)  # same draws after a resume
         train.set_epoch(epoch)
         net.train()
-        t0, total_loss, seen, correct = time.perf_counter(), 0.0, 0, 0
+        t0, cpu0, total_loss, seen, correct = time.perf_counter(), time.process_time(), 0.0, 0, 0
         lr = opt.param_groups[0]["lr"]  # the rate this epoch trains with (at its first batch)
         bar = tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not (progress and dist.is_main))
         for x, y in bar:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             x = augment_batch(x, cfg.augment, aug_gen)
             target = y
             if cfg.augment.mixup_alpha > 0:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = net(x)
-            loss = crit(logits.float(), target)
+            loss = crit(logits.float(), target)  # the loss (and softmax) in float32 whatever the precision
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:
@@ -278,6 +317,9 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             for key in ("accuracy", "macro_f1", "map"):
                 if key in m:
                     record[f"val_{key}"] = m[key]
+        # the whole epoch's cost, validation included: wall seconds, and CPU seconds of all threads
+        record["wall_seconds"] = round(time.perf_counter() - t0, 3)
+        record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
         result.history.append(record)
         if result.monitor is None:  # no validation part: nothing is chosen, the last epoch is kept
             value, improved = None, True
@@ -291,7 +333,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         state = _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs)
         if dist.is_main:
             if improved:
-                atomic_torch_save({k: v.detach().cpu() for k, v in model.state_dict().items()}, ckpt_dir / "best.pt")
+                atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                                  ckpt_dir / "best.pt")
                 if on_best:
                     on_best(model)
             atomic_torch_save(state, last)  # before the log line: a resume rewrites the log from here
@@ -299,4 +342,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
             result.stopped_early = True
             break
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    result.precision = precision
     return result
