@@ -244,7 +244,7 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     options = {"target": target, "with_frontend": with_frontend, "tolerance": tolerance}  # override export:
     sets = [*(set_ or []), *(f"export.{k}={v}" for k, v in options.items() if v is not None)]
     run = stage.run(_config(config, sets, base=model_run.config_dict()), model_run, runs_dir, name=name, force=force,
-                    out=out, torchscript=torchscript)
+                    out=out, torchscript=torchscript or None)
     m = run.metrics()
     against = "float parent" if m["rule"].startswith("int8") else "original"
     typer.echo(f"exported {m['model_bytes'] / 1e6:.2f} MB ONNX for {m['target']} (opset {m['opset']}, IR {m['ir_version']}; "

@@ -35,6 +35,13 @@ class DataConfig(Section):
     max_items: Optional[int] = Field(None, ge=1)  # a subset stratified by class (seeded), for smoke tests
 
 
+class SynthConfig(Section):
+    """The `synth` pipeline stage: the seeded synthetic set, generated into data.root when it holds none."""
+    per_class: int = Field(40, ge=2)  # clips per class
+    duration: float = Field(1.5, ge=0.2)  # seconds
+    seed: int = 0  # same seed, same files
+
+
 class FeaturesConfig(Section):
     kind: Literal["logmel", "waveform", "mfcc"] = "logmel"
     sample_rate: int = Field(22050, ge=1000, le=192000)
@@ -178,6 +185,7 @@ class ExportConfig(Section):
     target: Literal["x86", "rpi4", "jetson-nano"] = "x86"  # the bundle's device (deploy/bundle.py TARGETS)
     with_frontend: bool = False  # log-mel front end inside the ONNX graph: the device feeds raw samples
     tolerance: Optional[float] = Field(None, gt=0)  # float graphs: max |logit diff| / max(1, |logit|); None: 1e-3
+    torchscript: bool = False  # also write model.ts.pt (the traced float model, features in)
 
 
 class ReportConfig(Section):
@@ -205,6 +213,7 @@ UNHASHED = ("tracking",)
 class Config(Section):
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

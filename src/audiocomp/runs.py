@@ -7,6 +7,7 @@ A run is locked (``.lock``, flock) while a process works in it, so two writers n
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as _dt
 import errno
 import fcntl
@@ -98,6 +99,17 @@ def atomic_save_npy(path: Path | str, array) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
+
+
+def atomic_write_csv(path: Path | str, rows: list) -> None:
+    """Rows of dicts (the header from the first one's keys) or of lists (the first row is the header)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        if rows and isinstance(rows[0], dict):
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            csv.writer(fh).writerows(rows)
 
 
 def read_json(path: Path | str) -> Any:

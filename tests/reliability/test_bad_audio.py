@@ -141,7 +141,7 @@ def test_prepare_skips_and_counts_every_bad_file(tmp_path, bad_folder, tiny_args
     assert result.exit_code == 0, (result.stdout, result.stderr)
     bad = sum(1 for *_, expected in CASES.values() if expected == "error")
     from audiocomp.runs import Run
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import load_prepared
 
     prepared = load_prepared(Run.open("p", runs))
     assert prepared.store.report["skipped"] == bad

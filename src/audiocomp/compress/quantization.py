@@ -24,7 +24,7 @@ from torch import nn
 from ..config import ConfigError, QuantizeConfig
 from ..evaluate.counts import parameter_counts
 from ..models.base import ModelSpec, build_model
-from ..models.io import ModelLoadError, atomic_torch_save, safe_torch_load
+from ..models.io import LOADERS, ModelLoadError, atomic_torch_save, safe_torch_load
 from ..registry import Registry
 from ..runs import atomic_copy
 from . import torch_ao
@@ -290,6 +290,7 @@ def _onnx_static(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
 
 # ---------------------------------------------------------------------------------------- loading
 
+@LOADERS.register("quantize")
 def load_quantized(spec: ModelSpec, folder: Path | str) -> nn.Module:
     """Rebuild the model a quantize step saved: float architecture (pruned shapes included) + the recipe,
     then tensors loaded with weights_only; or an ONNX Runtime session."""
