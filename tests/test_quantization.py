@@ -242,8 +242,9 @@ def test_demo_includes_the_quantize_stages(tmp_path, monkeypatch):
     demo.run(tmp_path, ["train.epochs=1", "features.sample_rate=8000", "features.n_mels=32", "features.workers=1",
                         "model.kwargs.channels=[4,8]", "quantize.calibration_batches=1", "quantize.latency_runs=2",
                         "quantize.allow_degraded=true"], progress=False)
+    made = {s["id"]: s["run"] for s in json.loads((tmp_path / "pipeline.json").read_text())["stages"]}
     for backend, fmt in (("torch", "int8-static"), ("onnxruntime", "onnx-int8-static")):
-        assert Run(tmp_path / "runs" / f"demo-quantize-{backend}").metrics()["format"] == fmt
+        assert Run(tmp_path / "runs" / made[f"demo-quantize-{backend}"]).metrics()["format"] == fmt
     report = (tmp_path / "report" / "report.md").read_text()
     assert "int8-static" in report and "onnx-int8-static" in report
 

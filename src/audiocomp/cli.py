@@ -394,9 +394,10 @@ def report(runs: Annotated[list[Path], typer.Argument(help="Run directories, fol
 @app.command()
 @guarded
 def demo(out: Annotated[Path, typer.Option(help="Folder for the synthetic data and the runs.")] = Path("demo-output"),
-         per_class: Annotated[int, typer.Option(min=4, help="Synthetic clips per class, when generating.")] = 40,
+         per_class: Annotated[Optional[int], typer.Option(min=4, help="Synthetic clips per class, when generating [default: 40].")] = None,
          set_: SetOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
-    """Run the whole pipeline on synthetic audio (generated if missing) and print the final table.
+    """Run the demo pipeline (configs/demo.yaml: synthetic audio, generated if missing, through every stage)
+    and print the final table; finished runs are reused.
 
     Example: `audiocomp demo --out /tmp/demo`
     """

@@ -110,7 +110,7 @@ def plan(path: Path | str, overrides: list[str] = (), files: list[Path] = (), ch
 
 def describe(steps: list[Step], runs_dir: Optional[Path]) -> list[str]:
     """One line per step: what it would do (reuse or run) and under which run name."""
-    lines = []
+    lines, width = [], max((len(s.spec.id) for s in steps), default=0)
     for s in steps:
         if s.name is None:
             action, target = "render", "report"
@@ -118,5 +118,5 @@ def describe(steps: list[Step], runs_dir: Optional[Path]) -> list[str]:
             action = "reuse" if find_done(s.name, runs_dir) else "run"
             target = s.name
         src = ", ".join(p.spec.id for p in s.parents) or "-"
-        lines.append(f"{s.spec.id:14s} {s.stage:9s} {action:6s} {target}  <- {src}")
+        lines.append(f"{s.spec.id:{width}s} {s.stage:9s} {action:6s} {target}  <- {src}")
     return lines
