@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from audiocomp.audio import AudioError, decode, fix_length, load, load_fixed
 from audiocomp.config import FeaturesConfig
-from audiocomp.features import store
+from audiocomp.features import featurize as store  # the worker side of the store
 from audiocomp.features.extract import FeatureExtractor, feature_shape
 
 from .badaudio import CASES
