@@ -86,7 +86,7 @@ def prune(ctx: typer.Context, from_: FromModelOpt = None, config: ConfigOpt = No
           runs_dir: RunsDirOpt = None, name: NameOpt = None, force: ForceOpt = False, quiet: QuietOpt = False):
     """Prune a trained model run into a new run: before -> after parameters, MACs, sizes, accuracy, latency.
 
-    Example: `audiocomp prune --from train-cnn-1a2b3c4d -c configs/prune/taylor.yaml`
+    Example: `audiocomp prune --from train-cnn-1a2b3c4d5e -c configs/prune/taylor.yaml`
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -125,7 +125,7 @@ def prune_sensitivity(from_: Annotated[str, typer.Option("--from", help="The mod
     """Prune each layer group alone at prune.sensitivity_ratios (no fine-tuning); CSV + heat map of the accuracy drop.
 
     Use the CSV with `prune.sensitivity: PATH` and `prune.max_drop: X` to set per-layer channel ratios.
-    Example: `audiocomp prune sensitivity --from train-cnn-1a2b3c4d --set prune.criterion=l1`
+    Example: `audiocomp prune sensitivity --from train-cnn-1a2b3c4d5e --set prune.criterion=l1`
     """
     from ..stages import prune as stage
 
@@ -145,7 +145,7 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
              quiet: QuietOpt = False):
     """Quantize a model run (dynamic INT8, FP16, static INT8, QAT; torch or ONNX Runtime) into a new run.
 
-    Example: `audiocomp quantize --from train-cnn-1a2b3c4d -c configs/quantize/static.yaml`
+    Example: `audiocomp quantize --from train-cnn-1a2b3c4d5e -c configs/quantize/static.yaml`
     """
     from ..stages import quantize as stage
 

@@ -19,7 +19,7 @@ def evaluate(from_: Annotated[list[str], typer.Option("--from", help="Model run(
     """Accuracy, macro-F1, per-class precision/recall, confusion matrix and model facts of model runs;
     several runs (or a run with per-fold models) also get mean +- std.
 
-    Example: `audiocomp eval --from train-cnn-1a2b3c4d --split test`
+    Example: `audiocomp eval --from train-cnn-1a2b3c4d5e --split test`
     """
     from ..stages import evaluate as stage
 
@@ -59,7 +59,7 @@ def bench(from_: Annotated[str, typer.Option("--from", help="The model run to be
           force: ForceOpt = False, quiet: QuietOpt = False):
     """Latency (median/p90/p99), throughput, fresh-process peak memory and cold start, per runtime and threads.
 
-    Example: `audiocomp bench --from train-cnn-1a2b3c4d --threads 1,all`
+    Example: `audiocomp bench --from train-cnn-1a2b3c4d5e --threads 1,all`
     """
     from ..stages import bench as stage
 
@@ -105,7 +105,7 @@ def export(from_: Annotated[str, typer.Option("--from", help="The model run to e
     README.md for the target device) and check it against the original model (an INT8 graph: against its
     float parent) on real validation/training inputs.
 
-    Example: `audiocomp export --from train-cnn-1a2b3c4d --target rpi4 --with-frontend --out bundle/`
+    Example: `audiocomp export --from train-cnn-1a2b3c4d5e --target rpi4 --with-frontend --out bundle/`
     """
     from ..config import ConfigError
     from ..stages import export as stage
@@ -136,7 +136,7 @@ def predict(model: Annotated[Path, typer.Argument(help="An exported folder, an e
     """Top-k labels with scores for each file; long files in windows (per-window and mean answers).
     A file that cannot be read gets an error line; the exit code is 1 if any file failed.
 
-    Example: `audiocomp predict runs/export-train-cnn-1a2b3c4d clip.wav recordings/ --json`
+    Example: `audiocomp predict runs/export-cnn-5e4d3c2b1a clip.wav recordings/ --json`
     """
     from ..deploy.predict_onnx import predict_paths
     from ..stages.predict import classifier
