@@ -1,11 +1,12 @@
 """The stages, in one list: what each one reads (config sections, parent stages) and how a pipeline calls it.
 
-The run-naming rule (naming.py), the stage context (context.py), the pipeline runner (and through it sweeps
-and the demo) and the command line learn the stages from here. Adding a stage is one module in stages/ with
-a `run` function plus one `register(...)` line below; a pipeline file can then use it by name.
+The run-naming rule (naming.py), the stage context (context.py) and the pipeline runner (and through it
+sweeps and the demo) learn the stages from here; the commands in cli/ call the same stage functions, whose
+runs the context names by this table. Adding a stage is one module in stages/ with a `run` function plus one
+`register(...)` line below; a pipeline file can then use it by name.
 
-A stage module is imported only when the stage runs (or a pipeline is checked), so `audiocomp --help` and a
-pipeline's dry run stay fast, and a missing optional stage fails up front with its name.
+A stage module is imported by name when a pipeline is checked or the stage runs, so a build without an
+optional stage fails up front, naming it.
 """
 from __future__ import annotations
 
