@@ -91,9 +91,9 @@ def float_parent(run: Run):
 def ensure_parent(stage: str, cfg: Config, runs_dir: Optional[str | Path], progress: bool = True) -> Run:
     """The run of a parent `stage` for `cfg` (a data stage: no parents), reused when finished, else made
     now, as a pipeline would: `train` without a prepare run prepares its data this way."""
-    name = run_name(stage, cfg)
-    return find_done(name, runs_dir) or run_stage(stage, StageCall(cfg, [], runs_root(runs_dir), name, False, False,
-                                                                   progress, runs_root(runs_dir)))
+    name, runs = run_name(stage, cfg), runs_root(runs_dir)
+    call = StageCall(cfg, [], runs, name, force=False, resume=False, progress=progress, out=runs)
+    return find_done(name, runs) or run_stage(stage, call)
 
 
 @dataclass
@@ -152,7 +152,7 @@ def open_stage(stage: str, cfg: Config, parents: list[Run], runs_dir: Optional[s
                check: Optional[Callable[[Prepared], None]] = None) -> Iterator[StageContext]:
     """The context of one stage run (see the module docstring). `data`: open the parents' data now, before
     the run exists (False: on first use of ctx.data, e.g. bench, which works without it); `check(data)`:
-    what must hold of the data, checked before the run exists too."""
+    what must hold of the data (with `data`), checked before the run exists too."""
     STAGES.get(stage)  # a stage not in the registry has no naming rule
     parents = list(parents)
     ctx_data = prepared_of(parents[0]) if data and parents else None
