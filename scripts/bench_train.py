@@ -34,8 +34,11 @@ import torch
 from audiocomp.config import load_config
 from audiocomp.models import build_model
 from audiocomp.stages import prepare
-from audiocomp.stages.train import model_spec, split_batches
-from audiocomp.train.loop import cpu_has_native_bf16, fit, predict_scores, score_metrics, seed_everything
+from audiocomp.features.prepared import split_batches
+from audiocomp.train.spec import model_spec
+from audiocomp.evaluate.scoring import predict_scores, score_metrics
+from audiocomp.train.device import cpu_has_native_bf16, seed_everything
+from audiocomp.train.loop import fit
 
 REPO = Path(__file__).resolve().parents[1]
 # the features and CNN of the FSDD real-data test (tests/realdata/test_train_fsdd.py); the default LSTM

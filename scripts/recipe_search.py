@@ -29,9 +29,11 @@ from audiocomp.config import load_config
 from audiocomp.models import build_model, load_model
 from audiocomp.runs import Run
 from audiocomp.stages import prepare
-from audiocomp.stages.common import model_run_parent
-from audiocomp.stages.train import model_spec, split_batches
-from audiocomp.train.loop import fit, predict_scores, seed_everything
+from audiocomp.features.prepared import load_prepared, model_run_parent, split_batches
+from audiocomp.train.spec import model_spec
+from audiocomp.evaluate.scoring import predict_scores
+from audiocomp.train.device import seed_everything
+from audiocomp.train.loop import fit
 
 
 def trial(args) -> dict:
@@ -81,7 +83,7 @@ def trial(args) -> dict:
 
 def test_predictions(args) -> None:
     run = Run(Path(args.run))
-    prepared = prepare.load_prepared(model_run_parent(run))
+    prepared = load_prepared(model_run_parent(run))
     model, _ = load_model(run.path / "model")
     batches = split_batches(prepared, "test", 64)
     scores, targets, _ = predict_scores(model, batches, torch.device("cpu"))

@@ -34,7 +34,7 @@ def audio_results(work: Path, n_random: int, seed: int) -> list[dict]:
     import soundfile as sf
 
     from audiocomp.config import FeaturesConfig
-    from audiocomp.features import store
+    from audiocomp.features import featurize as store
 
     store._init_worker(FeaturesConfig(sample_rate=8000, duration=1.0, n_fft=256, hop_length=128, n_mels=32).model_dump())
     rng = np.random.default_rng(seed)

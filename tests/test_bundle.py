@@ -40,7 +40,10 @@ def test_an_rpi4_bundle_from_the_export_section(trained_run):
     runs, model_run, cfg = trained_run
     run = export.run(load_config([], ["export.target=rpi4"], base=cfg.to_dict()), model_run, runs, force=True)
     deploy = run.path / "deploy"
-    assert run.name.endswith("-rpi4") and run.metrics()["target"] == "rpi4"
+    from audiocomp.stages.naming import run_name
+
+    x86 = run_name("export", cfg, [model_run.name])  # the target names the run: <stage>-<model>-<hash>
+    assert run.name.startswith("export-cnn-") and run.name != x86 and run.metrics()["target"] == "rpi4"
     model = onnx.load(str(deploy / "model.onnx"))
     assert (model.ir_version, default_opset(model)) == (8, 17) and run.metrics()["max_abs_diff"] < 1e-4
     pins = [line for line in (deploy / "requirements.txt").read_text().splitlines() if not line.startswith("#")]

@@ -73,9 +73,10 @@ def test_prepare_train_eval_report(tmp_path, tiny_overrides):
 
     res = invoke("eval", "--from", "t1", "--runs-dir", runs, "-q")
     assert res.exit_code == 0 and "test: accuracy" in res.output
-    ev = json.loads((runs / "eval-t1-test" / "metrics.json").read_text())
+    [ev_run] = runs.glob("eval-cnn-*")  # <stage>-<model>-<hash>
+    ev = json.loads((ev_run / "metrics.json").read_text())
     assert ev["items"] == 20  # 2 of 8 clips per class (stratified 20%) and ev["model_facts"]["macs"] > 0
-    assert (runs / "eval-t1-test" / "confusion.png").exists()
+    assert (ev_run / "confusion.png").exists()
 
     res = invoke("report", runs, "--out", tmp_path / "rep")
     assert res.exit_code == 0 and (tmp_path / "rep" / "report.md").exists()

@@ -41,8 +41,7 @@ def quantized(better_run):
 
 
 def test_train_saves_the_chosen_models_predictions_on_validation_and_test(trained_run):
-    from audiocomp.stages.common import model_run_parent
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import load_prepared, model_run_parent
 
     _, model_run, _ = trained_run
     m = model_run.metrics()

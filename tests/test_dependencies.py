@@ -47,6 +47,7 @@ sys.modules["onnxscript"] = None  # importing it now raises ImportError
 import torch
 from pathlib import Path
 from audiocomp.compress import quantization as q
+from audiocomp.compress.onnx import export_onnx
 from audiocomp.config import QuantizeConfig, load_config
 from audiocomp.models import ModelSpec, build_model
 from audiocomp.stages.export import add_frontend
@@ -55,7 +56,7 @@ spec = ModelSpec("lstm", 4, [1, 32, 63], {{"hidden_size": 8}})
 calib = [(torch.randn(4, 1, 32, 63), torch.zeros(4, dtype=torch.long))]
 q.quantize(build_model(spec), spec, calib, QuantizeConfig(backend="onnxruntime", method="static"), out / "q")
 spec = ModelSpec("cnn", 4, [1, 32, 63], {{"channels": [4, 8]}})
-path = q.export_onnx(build_model(spec), spec.feature_shape, out / "cnn.onnx")
+path = export_onnx(build_model(spec), spec.feature_shape, out / "cnn.onnx")
 feats = load_config([], ["features.sample_rate=8000", "features.n_fft=256", "features.hop_length=128",
                          "features.n_mels=32", "features.duration=1.0"]).features
 add_frontend(path, feats, 8000)

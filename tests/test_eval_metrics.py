@@ -120,8 +120,7 @@ def test_eval_writes_per_class_csv_and_aggregates_folds(trained_run):
     assert facts["format"] == "fp32" and facts["pruned"] is False and facts["macs"] > 0
 
     # a run holding per-fold models: folds/<split name>/model (here both are the holdout split's model)
-    from audiocomp.stages.common import model_run_parent
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import load_prepared, model_run_parent
 
     split_name = load_prepared(model_run_parent(model_run)).splits["splits"][0]["name"]
     shutil.copytree(model_run.path / "model", model_run.path / "folds" / split_name / "model")

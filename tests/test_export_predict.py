@@ -104,6 +104,29 @@ def test_predict_cli_exit_code_and_torch_free_path(exports, tmp_path, synth_root
     assert out.returncode == 0 and json.loads(out.stdout)["file"] == str(good)
 
 
+def test_predict_from_a_quantized_model_run_in_a_fresh_process(trained_run, tmp_path, synth_root, capsys):
+    """`audiocomp predict RUN` rebuilds any model run, a quantized one too, in a process that has imported
+    nothing of audiocomp's compression code (the loader registry is filled in on the way), and answers as
+    the model loaded here does."""
+    from pathlib import Path
+
+    from audiocomp.config import load_config
+    from audiocomp.stages import quantize
+    from audiocomp.stages.predict import classifier
+
+    runs, model_run, cfg = trained_run
+    qcfg = load_config([], ["quantize.method=static", "quantize.calibration_batches=1", "quantize.latency_runs=2",
+                            "quantize.allow_degraded=true"], base=cfg.to_dict())
+    q = quantize.run(qcfg, model_run, runs, name="predict-int8", force=True, progress=False)
+    good, _, _ = _clips(tmp_path, synth_root)
+    src = Path(__file__).resolve().parents[1] / "src"
+    out = subprocess.run([sys.executable, "-m", "audiocomp", "predict", str(q.path), str(good), "--json"],
+                         capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert predict_paths([str(good)], classifier(q.path), 3, True) == 0
+    assert json.loads(out.stdout)["top"] == json.loads(capsys.readouterr().out)["top"]
+
+
 def test_an_onnx_int8_artifact_is_evaluated_exported_and_benched_as_itself(trained_run, tmp_path):
     """A model folder whose last compression step is an ONNX Runtime INT8 file (what quantization writes)."""
     import shutil

@@ -92,8 +92,7 @@ def test_an_int8_run_without_its_float_parent_is_a_clear_error(int8_runs, tmp_pa
 
 
 def test_check_items_are_validation_then_training_rows_never_test(trained_run):
-    from audiocomp.stages.common import check_rows, model_run_parent
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import check_rows, load_prepared, model_run_parent
 
     _, model_run, _ = trained_run
     prepared = load_prepared(model_run_parent(model_run))

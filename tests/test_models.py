@@ -66,7 +66,7 @@ def test_pretrained_file_that_matches_nothing_is_refused(tmp_path):
 
 
 def test_resnet152_defaults_to_299(tiny_cfg):
-    from audiocomp.stages.train import model_spec
+    from audiocomp.train.spec import model_spec
 
     class Prepared:  # what model_spec reads
         class store:

@@ -14,15 +14,16 @@ from audio_fixtures import synth_in_layout
 from audiocomp.config import ConfigError
 from audiocomp.runs import Run
 from audiocomp.stages import pipeline
+from audiocomp.stages.registry import MODEL_STAGES, STAGES
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 
 
 def unavailable() -> set[str]:
     missing = set()
-    for stage in pipeline.STAGES:
+    for stage in STAGES.names():
         try:
-            pipeline.check_available(stage)
+            STAGES.get(stage).check_available()
         except ConfigError:
             missing.add(stage)
     return missing
@@ -108,7 +109,7 @@ def test_every_model_row_of_a_paper_pipeline_is_mapped_to_a_published_row_or_to_
     steps = pipeline.plan(PAPER / paper / "pipeline.yaml", check=False)
     report = next(s for s in steps if s.stage == "report")
     mapping = report.cfg.report.published
-    models = {s.spec.id for s in steps if s.stage in pipeline.MODEL_STAGES}
+    models = {s.spec.id for s in steps if s.stage in MODEL_STAGES}
     assert set(mapping) == models  # every model row decided, nothing else named
     mapped = check_mapping(mapping, load_papers())  # raises on a reference that does not exist
     assert mapped and {m["study"] for m in mapped.values()} == {study}
@@ -121,7 +122,7 @@ def test_the_paper_mappings_name_the_right_published_rows():
         steps = pipeline.plan(PAPER / paper / "pipeline.yaml", check=False)
         mapped = check_mapping(next(s for s in steps if s.stage == "report").cfg.report.published, load_papers())
         return {s.spec.id: published_for({"run": s.spec.id, "dataset": dataset}, mapped)
-                for s in steps if s.stage in pipeline.MODEL_STAGES}
+                for s in steps if s.stage in MODEL_STAGES}
 
     gtzan = published("gtzan-resnet152", "gtzan")
     assert gtzan["modified"] == "gtzan-resnet152/modified: 78.0%"  # not the baseline's 74%

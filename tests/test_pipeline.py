@@ -11,6 +11,7 @@ from audiocomp.cli import app
 from audiocomp.config import ConfigError
 from audiocomp.runs import Run, RunError
 from audiocomp.stages import pipeline
+from audiocomp.stages.registry import STAGES
 
 SIMPLE = """
 stages:
@@ -57,8 +58,7 @@ def test_a_bad_stage_config_names_the_stage(tmp_path):
 
 
 def test_a_missing_stage_module_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(pipeline.STAGES, "prune", pipeline.StageDef(
-        pipeline._from_parent("no_such_module"), ("prune",), pipeline.MODEL_STAGES, "no_such_module"))
+    monkeypatch.setattr(STAGES.get("prune"), "module", "no_such_module")
     path = write(tmp_path, SIMPLE + "  - {id: p, stage: prune, from: fp32}\n")
     with pytest.raises(ConfigError, match="stage 'prune' is not available"):
         pipeline.plan(path)
@@ -172,7 +172,7 @@ def test_a_stage_with_the_agreed_signature_plugs_in(tmp_path, tiny_overrides, mo
     import sys
     import types
 
-    from audiocomp.stages.common import stage_run
+    from audiocomp.stages.context import stage_run
 
     calls = []
 

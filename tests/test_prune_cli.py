@@ -69,7 +69,8 @@ def test_prune_cli_writes_a_smaller_reloadable_model_with_before_after_metrics(t
     assert spec.compression[-1]["channel_ratio"] == 0.5
     result = cli("eval", "--from", "pruned", "--runs-dir", str(runs), "-q")
     assert result.exit_code == 0, result.output
-    facts = json.loads((runs / "eval-pruned-test/metrics.json").read_text())["model_facts"]
+    [ev_run] = runs.glob("eval-cnn-*")  # <stage>-<model>-<hash>
+    facts = json.loads((ev_run / "metrics.json").read_text())["model_facts"]
     assert facts["parameters"] == m["after"]["parameters"] and facts["compression"] == ["taylor"]
     result = cli("report", str(runs), "--out", str(tmp_path / "report"))
     assert "taylor" in result.output

@@ -16,7 +16,7 @@ from audiocomp.config import ConfigError, PruneConfig
 from audiocomp.evaluate.sparse import read_sparse, write_sparse
 from audiocomp.models import ModelSpec, build_model, load_model, save_model
 from audiocomp.models.reshape import record_shapes
-from audiocomp.train.loop import loss_fn
+from audiocomp.evaluate.scoring import loss_fn
 
 FAMILIES = {  # name -> (feature shape, kwargs, input size)
     "cnn": ([1, 32, 24], {"channels": [8, 16]}, None),

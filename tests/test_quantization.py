@@ -178,7 +178,10 @@ def test_broken_calibration_trips_the_near_chance_guard(tones_root, tones_run, m
     monkeypatch.setattr(quantize, "calibration_batches", broken)
     with pytest.raises(quantize.DegradedError, match="near chance.*--allow-degraded"):
         _quantize_run(tones_root, tones_run, "quantize.method=static", "quantize.calibration=minmax")
-    failed = Run(tones_run[1] / "quantize-tones-train-torch-static")
+    from audiocomp.stages.naming import run_name
+
+    cfg = load_config([], [*_tone_overrides(tones_root), "quantize.method=static", "quantize.calibration=minmax"])
+    failed = Run(tones_run[1] / run_name("quantize", cfg, ["tones-train"]))
     assert failed.status == "failed" and failed.metrics()["degraded"] is True
     kept = _quantize_run(tones_root, tones_run, "quantize.method=static", "quantize.calibration=minmax",
                          allow_degraded=True)
@@ -191,7 +194,7 @@ def test_reload_in_a_fresh_process_gives_the_same_outputs(tones_root, tones_run,
     run = _quantize_run(tones_root, tones_run, *sets)
     x = torch.randn(3, *load_model(run.path / "model")[1].feature_shape)
     np.save(tmp_path / "x.npy", x.numpy())
-    code = ("import sys, numpy as np, torch; from audiocomp.models import load_model; "
+    code = ("import sys, numpy as np, torch; from audiocomp import load_model; "
             "m, _ = load_model(sys.argv[1]); x = torch.from_numpy(np.load(sys.argv[2])); "
             "np.save(sys.argv[3], m(x).detach().numpy())")
     subprocess.run([sys.executable, "-c", code, str(run.path / "model"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
@@ -220,7 +223,7 @@ def test_quantize_cli_end_to_end(tiny_overrides, tmp_path):
     assert m["file_bytes"] == (tmp_path / "runs" / "tq" / "model" / "model.onnx").stat().st_size
     res = runner.invoke(app, ["eval", "--from", "tq", "--runs-dir", runs, "-q"])
     assert res.exit_code == 0, res.output
-    ev = json.loads(next((tmp_path / "runs").glob("eval-tq-*/metrics.json")).read_text())
+    ev = json.loads(next((tmp_path / "runs").glob("eval-cnn-*/metrics.json")).read_text())
     assert ev["model_facts"]["format"] == "onnx-int8-dynamic" and ev["model_facts"]["file_bytes"] == m["file_bytes"]
     assert ev["accuracy"] == pytest.approx(m["test_accuracy"])
     res = runner.invoke(app, ["quantize", "--from", "t", "--runs-dir", runs, "--set", "quantize.method=qat",
@@ -239,8 +242,9 @@ def test_demo_includes_the_quantize_stages(tmp_path, monkeypatch):
     demo.run(tmp_path, ["train.epochs=1", "features.sample_rate=8000", "features.n_mels=32", "features.workers=1",
                         "model.kwargs.channels=[4,8]", "quantize.calibration_batches=1", "quantize.latency_runs=2",
                         "quantize.allow_degraded=true"], progress=False)
+    made = {s["id"]: s["run"] for s in json.loads((tmp_path / "pipeline.json").read_text())["stages"]}
     for backend, fmt in (("torch", "int8-static"), ("onnxruntime", "onnx-int8-static")):
-        assert Run(tmp_path / "runs" / f"demo-quantize-{backend}").metrics()["format"] == fmt
+        assert Run(tmp_path / "runs" / made[f"demo-quantize-{backend}"]).metrics()["format"] == fmt
     report = (tmp_path / "report" / "report.md").read_text()
     assert "int8-static" in report and "onnx-int8-static" in report
 
@@ -251,7 +255,7 @@ def test_shipped_quantize_configs_validate(path):
 
 
 def test_calibration_batches_are_the_first_batches_of_the_seeded_shuffle():
-    from audiocomp.train.data import ArrayBatches, calibration_batches, calibration_rows
+    from audiocomp.features.batches import ArrayBatches, calibration_batches, calibration_rows
 
     feats, targets, rows = np.random.rand(50, 1, 4, 3).astype(np.float16), np.arange(50) % 5, np.arange(3, 43)
     got = calibration_batches(feats, targets, calibration_rows(rows, 8, 3, seed=7), 8)
@@ -264,7 +268,7 @@ def test_a_structurally_pruned_run_quantizes_and_reloads(tones_root, tones_run):
     """The pruning stage saves arch.json with the pruned parameter shapes; quantize must rebuild those."""
     from audiocomp.models.io import save_model
     from audiocomp.models.reshape import record_shapes
-    from audiocomp.stages.common import stage_run
+    from audiocomp.stages.context import stage_run
 
     train_run, runs = tones_run
     cfg = load_config([], _tone_overrides(tones_root))

@@ -132,7 +132,7 @@ def test_without_a_validation_part_nothing_is_chosen_and_metrics_say_so(tmp_path
     result = cli.invoke(app, ["prune", "sensitivity", "--from", "noval", "--runs-dir", str(runs), "-q"])
     assert result.exit_code == 2 and "has no validation part" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
-    assert not [p for p in runs.iterdir() if p.name.startswith("sensitivity")]  # nothing scored on test instead
+    assert not [p for p in runs.iterdir() if p.name.startswith("prune-sensitivity")]  # nothing scored on test instead
 
     result = cli.invoke(app, ["quantize", "--from", "noval", "--runs-dir", str(runs), "--name", "q", "-q",
                               "--set", "quantize.method=static", "--set", "quantize.calibration_batches=1",

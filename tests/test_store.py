@@ -9,7 +9,7 @@ import pytest
 
 from audiocomp.config import FeaturesConfig, load_config
 from audiocomp.datasets import DatasetError, load_index
-from audiocomp.features import store as store_mod
+from audiocomp.features import featurize as store_mod  # the worker side of the store
 from audiocomp.features.store import COMPLETE, FeatureStore, build_store, store_key
 from audiocomp.stages import prepare
 

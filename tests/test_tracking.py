@@ -7,7 +7,8 @@ import pytest
 
 from audiocomp.config import load_config
 from audiocomp.stages import pipeline
-from audiocomp.stages.common import default_name, stage_run
+from audiocomp.stages.context import stage_run
+from audiocomp.stages.naming import run_name
 from audiocomp.tracking import TrackingWarning, artifact_files
 
 TRACKED = ["tracking.mlflow=true", "tracking.tensorboard=true", "tracking.experiment=tiny"]
@@ -19,8 +20,8 @@ def test_tracking_settings_name_no_run(tmp_path):
                     "  - {id: test, stage: eval, from: fp32}\n")
     names = lambda sets: [s.name for s in pipeline.plan(path, sets)]  # noqa: E731
     assert names(TRACKED + ["tracking.log_models=true"]) == names([])
-    assert default_name("train", load_config([], TRACKED)) == default_name("train", load_config())
-    assert default_name("train", load_config([], ["train.lr=0.1"])) != default_name("train", load_config())
+    assert run_name("train", load_config([], TRACKED), ["p"]) == run_name("train", load_config(), ["p"])
+    assert run_name("train", load_config([], ["train.lr=0.1"]), ["p"]) != run_name("train", load_config(), ["p"])
 
 
 def stub_run(runs: Path, sets: list[str], name: str = "stub"):

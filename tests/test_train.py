@@ -12,8 +12,10 @@ from torch import nn
 from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
 from audiocomp.train.augment import augment_batch, mixup
-from audiocomp.train.data import ArrayBatches
-from audiocomp.train.loop import TIMING_KEYS, fit, predict_scores, resolve_device, score_metrics
+from audiocomp.features.batches import ArrayBatches
+from audiocomp.evaluate.scoring import predict_scores, score_metrics
+from audiocomp.train.device import resolve_device
+from audiocomp.train.loop import TIMING_KEYS, fit
 
 
 def toy(n=96, classes=3, multilabel=False, seed=0):
@@ -208,18 +210,18 @@ def test_without_a_validation_part_the_last_epoch_is_kept_and_early_stopping_is_
 
 
 def test_precision_auto_is_bf16_only_on_cpus_with_native_bf16(monkeypatch):
-    from audiocomp.train import loop
+    from audiocomp.train import device
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert loop.resolve_precision("auto", cpu) == "fp32"
-    assert loop.resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert loop.resolve_precision("auto", torch.device("mps")) == "fp32"
-    assert loop.resolve_precision("bf16", cpu) == "bf16" and loop.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert device.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert device.resolve_precision("auto", cpu) == "fp32"
+    assert device.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert device.resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert device.resolve_precision("bf16", cpu) == "bf16" and device.resolve_precision("fp32", cpu) == "fp32"
     with pytest.raises(ConfigError, match="fp16: float16 autocast needs CUDA"):
-        loop.resolve_precision("fp16", cpu)
+        device.resolve_precision("fp16", cpu)
 
 
 @pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp32", False)])

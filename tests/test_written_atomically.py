@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-import audiocomp.runs as runs_module
+import audiocomp.runs.atomic as runs_module  # where atomic_path and append_jsonl look up their helpers
 from audiocomp.runs import RunError, append_jsonl
 
 

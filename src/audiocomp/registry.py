@@ -1,4 +1,4 @@
-"""A small name -> factory registry shared by models, datasets, pruners and quantizers."""
+"""A small name -> factory registry shared by models, datasets, pruners, quantizers, model loaders and stages."""
 from __future__ import annotations
 
 import difflib

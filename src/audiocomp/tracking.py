@@ -5,7 +5,7 @@ as params, its per-epoch log records (step = epoch) and the scalars of metrics.j
 tables and reports as artifacts (model files only with `tracking.log_models`; otherwise the run dir is a tag),
 and its lineage (stage, run name, parent runs) as tags. A tracking failure is a warning, never a failed run.
 
-`stages/common.stage_run` starts and finishes the tracker; stages pass their training-loop log records to
+`stages/context.stage_run` starts and finishes the tracker; stages pass their training-loop log records to
 `log_epoch`. MLflow's default store is `sqlite:///<runs dir>/mlflow.db` (artifacts in `<runs dir>/mlartifacts`),
 which `mlflow ui --backend-store-uri sqlite:///runs/mlflow.db` browses without a server.
 """

@@ -37,8 +37,7 @@ def bundles(tmp_path_factory):
     from conftest import FSDD
 
     from audiocomp.stages import export, quantize, train
-    from audiocomp.stages.common import model_run_parent
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import load_prepared, model_run_parent
 
     if not (FSDD / "recordings").is_dir():
         pytest.skip(f"FSDD not found at {FSDD} (set AUDIOCOMP_FSDD)")

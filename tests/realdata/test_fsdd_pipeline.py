@@ -8,6 +8,7 @@ import pytest
 
 from audiocomp.config import ConfigError
 from audiocomp.stages import pipeline
+from audiocomp.stages.registry import STAGES
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 def test_fsdd_cnn_taylor_int8_pipeline_meets_the_targets(tmp_path, fsdd_root):
     for stage in ("prune", "quantize"):
         try:
-            pipeline.check_available(stage)
+            STAGES.get(stage).check_available()
         except ConfigError as exc:
             pytest.skip(str(exc))
     # A strong baseline first (the conventional takes-0-4 test fold, validation drawn alike from takes 5-49,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from audiocomp.audio import AudioError, decode, fix_length, load, load_fixed
 from audiocomp.config import FeaturesConfig
-from audiocomp.features import store
+from audiocomp.features import featurize as store  # the worker side of the store
 from audiocomp.features.extract import FeatureExtractor, feature_shape
 
 from .badaudio import CASES
@@ -141,7 +141,7 @@ def test_prepare_skips_and_counts_every_bad_file(tmp_path, bad_folder, tiny_args
     assert result.exit_code == 0, (result.stdout, result.stderr)
     bad = sum(1 for *_, expected in CASES.values() if expected == "error")
     from audiocomp.runs import Run
-    from audiocomp.stages.prepare import load_prepared
+    from audiocomp.features.prepared import load_prepared
 
     prepared = load_prepared(Run.open("p", runs))
     assert prepared.store.report["skipped"] == bad

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..evaluate.counts import count_macs
-from .pruning import PruneContext, run_finetune
+from .pruning import PruneContext
+from .unstructured import run_finetune
 
 
 def sequence_lstm(model: nn.Module):

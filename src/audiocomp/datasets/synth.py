@@ -7,13 +7,13 @@ float WAV, and FLAC, so the decoding path is exercised as it is on real datasets
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..config import DataConfig
+from ..runs import atomic_write_csv
 from .base import ADAPTERS, DatasetError, DatasetIndex, Item, as_int, existing, read_csv, require_root, safe_relpath
 
 SAMPLE_RATES = (8000, 16000, 22050, 44100, 48000)
@@ -143,10 +143,7 @@ def generate(out: Path | str, per_class: int = 40, duration: float = 1.5, seed: 
         sf.write(str(out / rel), data, sr, subtype=subtype, format=ext.upper())
         rows.append({"filename": rel, "label": cls, "target": ci, "fold": i % 5 + 1, "sample_rate": sr,
                      "channels": channels, "format": f"{ext}/{subtype}", "snr_db": round(snr, 2)})
-    with open(out / METADATA, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(out / METADATA, rows)  # last: a folder without it is an unfinished set
     return out
 
 

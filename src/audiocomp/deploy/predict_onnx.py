@@ -10,6 +10,9 @@ folder as predict.py and a Raspberry Pi needs just `pip install numpy soundfile 
 Long files are cut into consecutive windows of the model's duration; each window gets an answer and the
 file gets their mean probability. A file that cannot be read gets an error line; the others still run.
 `--stream` reads raw 16-bit PCM from standard input and classifies a sliding window every `--hop` seconds.
+
+The one module over ~300 lines, on purpose: it is copied alone into every device bundle, so the audio,
+features, model and command-line sections that would be separate modules elsewhere must live in one file.
 """
 from __future__ import annotations
 

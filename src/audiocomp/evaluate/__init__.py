@@ -1,1 +1,1 @@
-"""Metrics (accuracy, F1, mAP, confusion) and model facts (parameters, non-zeros, MACs, size, latency)."""
+"""Scoring, metrics (accuracy, F1, mAP, confusion, intervals) and model facts (parameters, MACs, size, latency)."""

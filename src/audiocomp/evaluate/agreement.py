@@ -19,6 +19,12 @@ INT8_MIN_TOP1_AGREEMENT = 0.9
 INT8_MAX_RELATIVE_ERROR = 0.25  # ||int8 logits - float logits|| / ||float logits|| over all items and classes
 
 
+def onnx_quantized(spec) -> bool:
+    """The model is an ONNX Runtime INT8 graph: its outputs are checked against its float parent."""
+    step = spec.compression[-1] if spec.compression else {}
+    return step.get("stage") == "quantize" and step.get("backend") == "onnxruntime"
+
+
 def logit_agreement(got: np.ndarray, reference: np.ndarray) -> dict:
     """(items, classes) logits of the graph and of its reference."""
     got, reference = np.asarray(got, np.float64), np.asarray(reference, np.float64)

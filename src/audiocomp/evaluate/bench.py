@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from .latency import spread, time_calls
+
 # Thread counts and batch sizes of a device; measured on THIS machine, never claimed as the device's numbers.
 DEVICE_PROFILES = {
     "rpi4": {"threads": [1, 4], "batch_sizes": [8], "note": "Raspberry Pi 4 (4x Cortex-A72) thread/batch preset"},
@@ -44,27 +46,6 @@ def system_info() -> dict:
             "logical_cores": psutil.cpu_count(logical=True), "physical_cores": psutil.cpu_count(logical=False),
             "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
             "env_threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}, "versions": versions}
-
-
-def spread(seconds: list[float]) -> dict:
-    """Summary in milliseconds: median, p90, p99 and the spread (IQR, min/max, coefficient of variation)."""
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    q1, q3 = np.percentile(ms, [25, 75])
-    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "min_ms": float(ms.min()),
-            "max_ms": float(ms.max()), "iqr_ms": float(q3 - q1),
-            "cv": float(ms.std() / ms.mean()) if ms.mean() > 0 else 0.0, "n": int(len(ms))}
-
-
-def time_calls(fn: Callable[[], object], warmup: int, iterations: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(iterations):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def measure(call: Callable[[np.ndarray], object], item: np.ndarray, batch_sizes: list[int], warmup: int,

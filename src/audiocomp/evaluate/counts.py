@@ -189,6 +189,17 @@ def onnx_parameter_counts(path: Path | str) -> dict[str, int]:
     return counts
 
 
+def onnx_int8_weights(path: Path | str) -> int:
+    """Elements of the weights (by the same roles as onnx_parameter_counts) stored as INT8/UINT8: what an
+    ONNX Runtime quantization covered."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    roles = _onnx_roles(graph)
+    int8 = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    return int(sum(np.prod(t.dims) for t in graph.initializer if roles.get(t.name) == "weight" and t.data_type in int8))
+
+
 def parameter_counts(source) -> dict[str, int]:
     """Counts of a model artifact (a .onnx file or a torch state-dict file), a state dict, or a float module."""
     if isinstance(source, nn.Module):

@@ -33,7 +33,7 @@ def main(runtime: str, model: str, input_path: str, threads: int) -> dict:
         if runtime == "torchscript":
             net = torch.jit.load(model, map_location="cpu")
         else:
-            from audiocomp.models import load_model
+            from audiocomp import load_model
 
             net, _ = load_model(model)
         with torch.no_grad():

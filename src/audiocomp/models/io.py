@@ -1,18 +1,29 @@
-"""Save and load model artifacts: `arch.json` (ModelSpec) + `model.pt` (tensors only)."""
+"""Save and load model artifacts: `arch.json` (ModelSpec) + `model.pt` (tensors only).
+
+A compressed model whose format this package does not define (a quantized one: torch INT8 tensors, an ONNX
+Runtime graph) is rebuilt by the loader its producer registers in LOADERS, keyed by the `stage` of its last
+compression step; `audiocomp.compress` registers the quantized loader when it is imported (every stage
+imports it; `audiocomp.load_model` is the one-line way to load any model from a script)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
+from ..registry import Registry
 from ..runs import atomic_path, atomic_write_json
 from .base import AudioClassifier, ModelSpec, build_model
 
 
 class ModelLoadError(ValueError):
     """A model file that cannot be loaded safely; the message names the file."""
+
+
+# compression step kind ("quantize") -> rebuild(spec, folder) -> module taking float32 features, giving logits
+LOADERS: Registry[Callable[[ModelSpec, Path], nn.Module]] = Registry("model loader")
 
 
 def safe_torch_load(path: Path | str) -> dict:
@@ -63,11 +74,12 @@ def load_model(folder: Path | str) -> tuple[AudioClassifier, ModelSpec]:
     module that takes float32 features and returns logits like the float one."""
     folder = Path(folder)
     spec = load_spec(folder)
-    if spec.compression and spec.compression[-1].get("stage") == "quantize":
-        # the quantizer defines its artifact format, so it also rebuilds it (lazy: compress sits above models)
-        from ..compress.quantization import load_quantized
-
-        return load_quantized(spec, folder), spec
+    step = spec.compression[-1] if spec.compression else {}
+    if step.get("stage") in LOADERS:  # its producer defines the artifact format, so it also rebuilds it
+        return LOADERS.get(step["stage"])(spec, folder), spec
+    if step.get("format", "fp32") != "fp32":  # float models (pruned ones too) load below; this one cannot
+        raise ModelLoadError(f"{folder / 'arch.json'}: a {step['format']} model, and no loader for it is "
+                             "registered (load it with audiocomp.load_model, or import audiocomp.compress first)")
     model = build_model(spec)
     state = safe_torch_load(folder / "model.pt")
     try:

@@ -12,7 +12,6 @@ from ..evaluate.stats import format_difference
 from ..models.io import artifact_path
 from ..runs import Run
 
-MODEL_STAGES = ("train", "prune", "quantize")
 # runtimes with a latency column: (bench runtime key, label). Each row shows every runtime that can run it,
 # so a plot or a column never mixes runtime effects with compression effects.
 RUNTIMES = (("torch", "torch eager"), ("onnxruntime", "ONNX Runtime"))
@@ -116,15 +115,16 @@ def _selection(run: Run, metrics: dict) -> Optional[str]:
 
 
 def model_rows(runs: list[Run], names: Optional[dict[str, str]] = None) -> list[dict]:
-    """One row per model run (train, prune, quantize), named by `names` (run name -> stage id) or by its run
-    name; its latest finished eval run adds test metrics, model facts and the test predictions, its latest
-    bench run the batch-1, 1-thread latency and fresh-process memory of each runtime in RUNTIMES."""
+    """One row per model run (any finished run holding a model/: train, prune, quantize), named by `names`
+    (run name -> stage id) or by its run name; its latest finished eval run adds test metrics, model facts and
+    the test predictions, its latest bench run the batch-1, 1-thread latency and fresh-process memory of each
+    runtime in RUNTIMES."""
     names = names or {}
     evals = latest_by_model_run(runs, "eval")
     benches = latest_by_model_run(runs, "bench")
     rows = []
     for r in runs:
-        if r.stage not in MODEL_STAGES or r.status != "done":
+        if r.status != "done" or not (r.path / "model" / "arch.json").is_file():  # a model run, of any stage
             continue
         m = r.metrics()
         cfg = r.config_dict()

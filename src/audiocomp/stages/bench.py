@@ -12,15 +12,13 @@ from tqdm import tqdm
 
 from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
+from ..evaluate.agreement import onnx_quantized, verify
 from ..evaluate.bench import DEVICE_PROFILES, fresh_process, measure, system_info
-from ..evaluate.agreement import verify
 from ..evaluate.facts import format_facts
 from ..evaluate.latency import torch_threads
-from ..models import load_model
+from ..features.prepared import check_rows
 from ..runs import Run, atomic_path, atomic_save_npy
-from ..train.loop import nondeterminism_allowed
-from . import prepare as prepare_stage
-from .common import check_rows, float_parent, model_run_parent, onnx_quantized, stage_run
+from .context import StageContext, open_stage
 
 CHECK_ITEMS = 64
 
@@ -31,13 +29,12 @@ def onnx_artifact(folder: Path, spec) -> Optional[Path]:
     return path if path is not None and path.suffix == ".onnx" and path.is_file() else None
 
 
-def real_items(model_run: Run, feature_shape, n: int = CHECK_ITEMS) -> tuple[np.ndarray, str]:
+def real_items(ctx: StageContext, feature_shape, n: int = CHECK_ITEMS) -> tuple[np.ndarray, str]:
     """Stored validation (else training) items, never test ones; random ones if the data is gone. The first
     is the benchmark input, all of them check the ONNX graph."""
     try:
-        prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-        rows = np.asarray(check_rows(prepared, n))
-        items, source = prepared.store.features[rows], "first validation (else training) item of the store"
+        rows = np.asarray(check_rows(ctx.data, n))
+        items, source = ctx.data.store.features[rows], "first validation (else training) item of the store"
     except Exception:
         items, source = np.random.default_rng(0).standard_normal((n, *feature_shape)), "random (store missing)"
     return np.asarray(items, dtype=np.float32), source
@@ -111,14 +108,15 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
     batch_sizes = profile["batch_sizes"] if profile else b.batch_sizes
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads = sorted({t if t > 0 else cores for t in threads})
-    name = name or f"bench-{model_run.name}" + (f"-{b.device_profile}" if b.device_profile else "")
-    with stage_run("bench", cfg, name, runs_dir, force=force, parents=[model_run]) as run, nondeterminism_allowed():
+    with open_stage("bench", cfg, [model_run], runs_dir, name=name, force=force, progress=progress,
+                    data=False) as ctx:
+        run = ctx.run
         folder = model_run.path / "model"
-        model, spec = load_model(folder)
-        items, item_source = real_items(model_run, spec.feature_shape)
+        model, spec = ctx.parent_model()
+        items, item_source = real_items(ctx, spec.feature_shape)
         item = items[0]
         atomic_save_npy(run.path / "input.npy", item)
-        reference = float_parent(model_run)[0] if onnx_quantized(spec) else model
+        reference = ctx.reference(model, spec)
         results: dict = {}
         jobs = [(rt, t) for rt in b.runtimes for t in threads]
         bar = tqdm(total=len(jobs), desc="bench", unit="setting", disable=not progress)
@@ -146,5 +144,5 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                                      "this machine, not on the device"}}
         if any(t > cores for t in threads):
             metrics["warning"] = f"thread counts above this machine's {cores} cores oversubscribe it"
-        run.write_metrics(metrics)
+        ctx.write_metrics(metrics)
     return run

@@ -7,7 +7,6 @@ interval (`accuracy_ci`), and every model scored on the same items as the first 
 to it (`vs_first`)."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Optional
 
@@ -17,27 +16,22 @@ from ..config import Config
 from ..evaluate.facts import model_facts
 from ..evaluate.metrics import mean_std, per_class_rows
 from ..evaluate.predictions import Predictions, compare, file_name as predictions_file, interval
+from ..evaluate.scoring import predict_scores, score_metrics
+from ..features.prepared import prepared_of, split_batches
 from ..models import load_model
 from ..report.plots import confusion_plot
-from ..runs import Run, RunError, atomic_path
-from ..train.loop import nondeterminism_allowed, predict_scores, score_metrics
-from . import prepare as prepare_stage
-from .common import model_run_parent, stage_run
-from .train import split_batches
-
-
-def write_csv(rows: list[list], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        csv.writer(fh).writerows(rows)
+from ..runs import Run, RunError, atomic_write_csv
+from .context import open_stage
 
 
 def write_confusion_csv(cm, classes: list[str], path: Path) -> None:
-    write_csv([["true\\predicted", *classes]] + [[name, *row] for name, row in zip(classes, cm)], path)
+    atomic_write_csv(path, [["true\\predicted", *classes]] + [[name, *row] for name, row in zip(classes, cm)])
 
 
 def write_per_class_csv(metrics: dict, classes: list[str], path: Path) -> None:
     rows = per_class_rows(metrics, classes)
-    write_csv([list(rows[0])] + [[f"{v:.4f}" if isinstance(v, float) else v for v in r.values()] for r in rows], path)
+    atomic_write_csv(path, [list(rows[0])] + [[f"{v:.4f}" if isinstance(v, float) else v for v in r.values()]
+                            for r in rows])
 
 
 def model_units(model_run: Run) -> list[tuple[str, Path]]:
@@ -63,7 +57,7 @@ def split_index(prepared, fold: str) -> int:
 
 def evaluate_unit(cfg: Config, model_run: Run, fold: str, folder: Path, part: str, out: Path,
                   progress: bool) -> tuple[dict, Predictions]:
-    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
+    prepared = prepared_of(model_run)
     index = split_index(prepared, fold)
     if not prepared.split(index)[part]:
         raise RunError(f"split part '{part}' is empty in {prepared.run.path / 'splits.json'}")
@@ -95,9 +89,11 @@ def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path]
     with mean/std/n of every scalar metric. `predictions` names each model's predictions file (relative
     to the run); a unit scored on the first unit's items gets `vs_first`, the paired difference to it."""
     model_runs = [model_runs] if isinstance(model_runs, Run) else list(model_runs)
-    part = split or cfg.eval.split
-    name = name or f"eval-{model_runs[0].name}-{part}" + (f"-and-{len(model_runs) - 1}" if len(model_runs) > 1 else "")
-    with stage_run("eval", cfg, name, runs_dir, force=force, parents=model_runs) as run, nondeterminism_allowed():
+    if split is not None:  # the option is eval.split: it names the run like any setting
+        cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"split": split})})
+    part = cfg.eval.split
+    with open_stage("eval", cfg, model_runs, runs_dir, name=name, force=force, progress=progress, data=False) as ctx:
+        run = ctx.run
         units = [(r, fold, folder) for r in model_runs for fold, folder in model_units(r)]
         results, first = [], None
         for r, fold, folder in units:
@@ -113,5 +109,5 @@ def run(cfg: Config, model_runs: Run | list[Run], runs_dir: Optional[str | Path]
         if len(results) > 1:
             metrics["units"] = results
             metrics["cv"] = mean_std([{k: v for k, v in m.items() if isinstance(v, float)} for m in results])
-        run.write_metrics(metrics)
+        ctx.write_metrics(metrics)
     return run

@@ -15,12 +15,11 @@ from ..compress.onnx import model_onnx, run_session, session
 from ..config import Config
 from ..deploy import bundle, predict_onnx
 from ..deploy.frontend import LogMelFrontend, dct_matrix
-from ..evaluate.agreement import FLOAT_TOLERANCE, verify
+from ..evaluate.agreement import FLOAT_TOLERANCE, onnx_quantized, verify
 from ..features.extract import FeatureExtractor
-from ..models import load_model
+from ..features.prepared import Prepared, check_rows
 from ..runs import Run, RunError, atomic_copy, atomic_path, atomic_save_npy, atomic_write_json, read_json
-from . import prepare as prepare_stage
-from .common import check_rows, float_parent, model_run_parent, onnx_quantized, stage_run
+from .context import open_stage
 
 CHECK_ITEMS = 64  # enough for the INT8 top-1 agreement rule to mean something
 
@@ -66,10 +65,9 @@ def preprocessing(cfg: Config, spec, with_frontend: bool, model_file: str) -> di
     }
 
 
-def check_inputs(cfg: Config, model_run: Run, raw: bool, n: int = CHECK_ITEMS) -> tuple[np.ndarray, np.ndarray]:
+def check_inputs(cfg: Config, prepared: Prepared, raw: bool, n: int = CHECK_ITEMS) -> tuple[np.ndarray, np.ndarray]:
     """Real inputs for the check, never test items: (store features, the same items' waveforms); waveforms
     only if `raw`."""
-    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     rows = np.asarray(check_rows(prepared, n))
     feats = np.asarray(prepared.store.features[rows], dtype=np.float32)
     waves = None
@@ -105,20 +103,21 @@ def write_deploy_files(cfg: Config, spec, model, deploy: Path, with_frontend: bo
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, with_frontend: Optional[bool] = None, out: Optional[Path] = None,
-        tolerance: Optional[float] = None, torchscript: bool = False) -> Run:
-    """Options left None come from cfg.export (target, with_frontend, tolerance)."""
-    target = cfg.export.target
-    with_frontend = cfg.export.with_frontend if with_frontend is None else with_frontend
-    tolerance = cfg.export.tolerance if tolerance is None else tolerance
-    name = name or (f"export-{model_run.name}" + ("-frontend" if with_frontend else "")
-                    + (f"-{target}" if target != "x86" else ""))
-    with stage_run("export", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
+        tolerance: Optional[float] = None, torchscript: Optional[bool] = None) -> Run:
+    """Options left None come from cfg.export (with_frontend, tolerance, torchscript); `out` only copies the
+    bundle elsewhere, so it is the one option that does not name the run."""
+    options = {"with_frontend": with_frontend, "tolerance": tolerance, "torchscript": torchscript}
+    cfg = cfg.model_copy(update={"export": cfg.export.model_copy(update={k: v for k, v in options.items()
+                                                                        if v is not None})})
+    target, with_frontend, tolerance = cfg.export.target, cfg.export.with_frontend, cfg.export.tolerance
+    with open_stage("export", cfg, [model_run], runs_dir, name=name, force=force, data=False) as ctx:
+        run = ctx.run
         folder = model_run.path / "model"
-        model, spec = load_model(folder)
+        model, spec = ctx.parent_model()
         fmt = spec.compression[-1].get("format", "fp32") if spec.compression else "fp32"
         bundle.check_target(target, with_frontend, "int8" in fmt)
         int8 = onnx_quantized(spec)  # its reference is the float parent, not the INT8 artifact itself
-        reference_model = float_parent(model_run)[0] if int8 else model
+        reference_model = ctx.reference(model, spec)
         raw_input = with_frontend and cfg.features.kind != "waveform"
         deploy = run.path / "deploy"
         deploy.mkdir(exist_ok=True)
@@ -126,12 +125,12 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         samples = int(round(cfg.features.duration * cfg.features.sample_rate))
         if raw_input:
             add_frontend(deploy / "model.onnx", cfg.features, samples)
-        prep = write_deploy_files(cfg, spec, model, deploy, with_frontend, torchscript)
+        prep = write_deploy_files(cfg, spec, model, deploy, with_frontend, cfg.export.torchscript)
         pinned = bundle.write(deploy, target, fmt, prep)  # opset/IR pinned before the check runs the file
 
         # the check: exported graph vs the original model (an INT8 graph: its float parent) on real items
         # (and, with the front end, from audio)
-        feats, waves = check_inputs(cfg, model_run, raw_input)
+        feats, waves = check_inputs(cfg, ctx.data, raw_input)
         extra = {}
         if raw_input:  # the reference is FeatureExtractor (float32) on the same audio; the store holds float16
             ext = FeatureExtractor(cfg.features)
@@ -150,7 +149,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                    "files": sorted(p.name for p in deploy.iterdir()),
                    "model_bytes": (deploy / "model.onnx").stat().st_size}
         metrics.update(extra, target=target, opset=pinned["opset"], ir_version=pinned["ir_version"])
-        run.write_metrics(metrics)
+        ctx.write_metrics(metrics)
         if problem:
             raise RunError(f"{deploy / 'model.onnx'}: {problem} on {len(feats)} items")
         if out is not None:

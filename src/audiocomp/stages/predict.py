@@ -25,7 +25,7 @@ class TorchClassifier:
         import torch
 
         from ..features.extract import FeatureExtractor
-        from ..models import load_model
+        from .. import load_model  # any model folder, quantized ones included
         from ..runs import Run
 
         cfg = Run(run_dir).config()

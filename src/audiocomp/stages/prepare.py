@@ -1,38 +1,25 @@
 """`audiocomp prepare`: dataset index -> feature store (cached by content hash) -> splits.json + stats."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import Config
+from ..config import Config, stable_hash
 from ..datasets import load_index
 from ..datasets.splits import make_splits, norm_stats, stratified_subset
+from ..features.prepared import Prepared, load_prepared
 from ..features.store import FeatureStore, build_store
 from ..runs import Run, RunError, atomic_write_json, read_json, runs_root
-from .common import find_done, stage_run
-
-SECTIONS = ("data", "features", "split")
+from .context import find_done, stage_run
+from .naming import run_name
 
 
 def store_dir(runs_dir: Optional[str | Path]) -> Path:
     return runs_root(runs_dir) / ".store"
 
 
-def prepare_name(cfg: Config) -> str:
-    d = cfg.to_dict()
-    key = {s: d[s] for s in SECTIONS}
-    key["seed"] = cfg.seed
-    key["features"].pop("workers", None)
-    from ..config import stable_hash
-
-    return f"prepare-{cfg.data.dataset}-{stable_hash(key, 8)}"
-
-
 def train_stats(store: FeatureStore, rows: list[int], mode: str) -> Optional[dict]:
     """Normalisation statistics of these training rows, cached beside the store (derived, not checksummed)."""
-    from ..config import stable_hash
-
     path = store.path / f"norm-{stable_hash({'mode': mode, 'rows': rows}, 16)}.json"
     if path.is_file():
         try:
@@ -47,30 +34,17 @@ def train_stats(store: FeatureStore, rows: list[int], mode: str) -> Optional[dic
     return stats
 
 
-@dataclass
-class Prepared:
-    run: Run
-    store: FeatureStore
-    splits: dict
-
-    def split(self, index: int = 0) -> dict:
-        return self.splits["splits"][index]
-
-
-def load_prepared(run: Run) -> Prepared:
-    info = read_json(run / "data.json")
-    return Prepared(run=run, store=FeatureStore.open(Path(info["store"])), splits=read_json(run / "splits.json"))
-
-
 def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None, force: bool = False,
-        workers: Optional[int] = None, progress: bool = True) -> Prepared:
-    """Prepare (or reuse) the data for `cfg`. A finished prepare run with the same settings is reused."""
-    name = name or prepare_name(cfg)
+        workers: Optional[int] = None, progress: bool = True, from_run: Optional[Run] = None) -> Prepared:
+    """Prepare (or reuse) the data for `cfg`. A finished prepare run with the same settings is reused.
+    `from_run`: the synth run that generated the data (a parent, so regenerated data is prepared anew)."""
+    parents = [from_run] if from_run is not None else []
+    name = name or run_name("prepare", cfg, [p.name for p in parents])
     existing = None if force else find_done(name, runs_dir)
     if existing is not None:
         return load_prepared(existing)
     index = load_index(cfg.data)  # bad metadata fails here, before a run folder is written
-    with stage_run("prepare", cfg, name, runs_dir, force=force, resume=True) as run_:
+    with stage_run("prepare", cfg, name, runs_dir, force=force, resume=True, parents=parents) as run_:
         if cfg.data.max_items and cfg.data.max_items < len(index.items):
             keep = stratified_subset(index.items, cfg.data.max_items, cfg.seed)
             index.items = [index.items[i] for i in keep]

@@ -6,50 +6,42 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-import torch
-
-from .. import tracking
 from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
-from ..config import Config, ConfigError, stable_hash
+from ..config import Config, ConfigError
 from ..evaluate.facts import example_input, model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.predictions import Predictions, compare_parts, intervals
+from ..evaluate.scoring import loss_fn
 from ..evaluate.sparse import write_sparse
-from ..models import load_model, save_model
+from ..features.batches import calibration_batches, calibration_rows
+from ..models import save_model
 from ..models.io import safe_torch_load
 from ..models.reshape import record_shapes
-from ..runs import Run, atomic_path
-from ..train.data import calibration_batches, calibration_rows
-from ..train.loop import fit, loss_fn, resolve_device, seed_everything
-from . import prepare as prepare_stage
-from .common import model_run_parent, stage_run
-from .train import evaluate_parts, record_predictions, score_parts, split_batches
-
-CPU = torch.device("cpu")
+from ..runs import Run, atomic_write_csv
+from ..train.device import resolve_device
+from ..train.loop import fit
+from .context import StageContext, open_stage
 
 
-def _context(cfg: Config, prepared, spec, run: Run, layer_ratios: dict[str, float], progress: bool) -> PruneContext:
+def _context(ctx: StageContext, spec, layer_ratios: dict[str, float]) -> PruneContext:
     """Calibration batches (of the training rows `calibration_rows` returns, recorded by the caller), the
     real loss and a fine-tuning function bound to this run's data."""
-    split = prepared.split()
+    cfg = ctx.cfg
+    split = ctx.data.split()
     rows = calibration_rows(split["train"], cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
-    calib = calibration_batches(prepared.store.features, prepared.store.targets(), rows, cfg.train.batch_size)
+    calib = calibration_batches(ctx.data.store.features, ctx.data.store.targets(), rows, cfg.train.batch_size)
     ft_cfg = cfg.train.model_copy(update={"epochs": max(cfg.prune.finetune_epochs, 1), "early_stopping": None,
                                           "lr": cfg.prune.finetune_lr or cfg.train.lr})
     device = resolve_device(cfg.train.device)
 
     def finetune(model, tag: str) -> list[dict]:
-        ckpt = run.path / "checkpoints" / tag
+        ckpt = ctx.run.path / "checkpoints" / tag
         ckpt.mkdir(parents=True, exist_ok=True)
-        train = split_batches(prepared, "train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
-        val = split_batches(prepared, "val", ft_cfg.batch_size) if split["val"] else None
-
-        def log(record: dict) -> None:
-            run.append_jsonl("metrics.jsonl", {"step": tag, **record})
-            tracking.log_epoch(record, f"epoch/{tag}/")
-
-        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt, log=log, device=device,
-                     progress=progress)
+        train = ctx.batches("train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
+        val = ctx.batches("val", ft_cfg.batch_size) if split["val"] else None
+        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
+                     log=lambda record: ctx.log(record, f"epoch/{tag}/", step=tag), device=device,
+                     progress=ctx.progress)
         model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
         (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
         return [{"step": tag, **r} for r in result.history]
@@ -80,9 +72,9 @@ def measured(model, spec, folder: Path, sparse_file: Path, cfg: Config) -> dict:
     return facts
 
 
-def _scores(model, prepared, spec, cfg: Config, parts: tuple[str, ...]) -> tuple[dict, dict[str, Predictions]]:
+def _scores(ctx: StageContext, model, spec, parts: tuple[str, ...]) -> tuple[dict, dict[str, Predictions]]:
     """(accuracy, macro-F1, mAP, loss of each part as `<part>_<metric>`; per-item predictions per part)."""
-    scored = score_parts(model, prepared, spec, CPU, cfg.eval.batch_size, parts=parts)
+    scored = ctx.score(model, spec, parts)
     scores = {f"{p}_{k}": m[k] for p, (m, _) in scored.items() for k in ("accuracy", "macro_f1", "map", "loss") if k in m}
     return scores, {p: pred for p, (_, pred) in scored.items()}
 
@@ -105,85 +97,76 @@ def _changes(before: dict, after: dict) -> dict:
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, progress: bool = True) -> Run:
     method_for(cfg.prune)  # an unknown method fails before any work
-    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     layer_ratios = {}
     if cfg.prune.sensitivity:
         layer_ratios = ratios_from_sensitivity(read_sensitivity(cfg.prune.sensitivity), cfg.prune.max_drop)
-    name = name or f"prune-{model_run.name}-{cfg.prune.method}-{stable_hash(cfg.to_dict()['prune'], 6)}"
-    with stage_run("prune", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
-        seed_everything(cfg.seed, cfg.train.deterministic)
-        model, spec = load_model(model_run / "model")
-        before, before_preds = _scores(model, prepared, spec, cfg, ("val",))
-        before |= measured(model, spec, model_run / "model", run.path / "original.sparse.npz", cfg)
-        ctx = _context(cfg, prepared, spec, run, layer_ratios, progress)
-        steps = prune_model(model, ctx)
+    with open_stage("prune", cfg, [model_run], runs_dir, name=name, force=force, progress=progress,
+                    deterministic=True) as ctx:
+        model, spec = ctx.parent_model()
+        before, before_preds = _scores(ctx, model, spec, ("val",))
+        before |= measured(model, spec, model_run / "model", ctx.run.path / "original.sparse.npz", cfg)
+        pctx = _context(ctx, spec, layer_ratios)
+        steps = prune_model(model, pctx)
         model.eval()
         spec.compression = [*spec.compression, {"method": cfg.prune.method, "format": "fp32",
                                                 **cfg.prune.model_dump(mode="json")}]
         spec.shapes = record_shapes(model)
-        save_model(model, spec, run.path / "model")
-        after, after_preds = _scores(model, prepared, spec, cfg, ("val",))
-        after |= measured(model, spec, run.path / "model", run.path / "model.sparse.npz", cfg)
+        save_model(model, spec, ctx.run.path / "model")
+        after, after_preds = _scores(ctx, model, spec, ("val",))
+        after |= measured(model, spec, ctx.run.path / "model", ctx.run.path / "model.sparse.npz", cfg)
         # every choice is made (fine-tuning epochs on validation): only now is the test part scored, to report
-        for scores, preds, m in ((before, before_preds, load_model(model_run / "model")[0]),
-                                 (after, after_preds, model)):
-            test_scores, test_preds = _scores(m, prepared, spec, cfg, ("test",))
+        for scores, preds, m in ((before, before_preds, ctx.parent_model()[0]), (after, after_preds, model)):
+            test_scores, test_preds = _scores(ctx, m, spec, ("test",))
             scores |= test_scores
             preds |= test_preds
         before |= intervals(before_preds, cfg.eval.interval)
-        saved = record_predictions(run.path, after_preds, cfg.eval.interval)  # before: the parent's own files
+        saved = ctx.save_predictions(after_preds)  # before: the parent's own files
         after |= {k: v for k, v in saved.items() if k != "predictions"}
         structured = cfg.prune.method != "magnitude"
-        metrics = {
+        ctx.write_metrics({
             "model": spec.name, "method": cfg.prune.method, "format": "fp32", "parent": model_run.name,
             "recipe": spec.compression[-1], "before": before, "after": after, "change": _changes(before, after),
             "speed_claim": "measured" if structured else
             "none: unstructured zeros stay in dense tensors; only the sparse encoding is smaller",
-            "layer_ratios": layer_ratios, "calibration_rows": ctx.calibration_rows, "steps": steps,
+            "layer_ratios": layer_ratios, "calibration_rows": pctx.calibration_rows, "steps": steps,
             "history": [r for s in steps for r in s.get("history", [])],
             **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
             "predictions": saved["predictions"],
             # after - before on the same items: paired bootstrap interval and McNemar's exact test
             "vs_parent": compare_parts(before_preds, after_preds, cfg.eval.interval),
-        }
-        run.write_metrics(metrics)
-    return run
+        })
+    return ctx.run
+
+
+def _needs_validation(data) -> None:
+    if not data.split()["val"]:
+        raise ConfigError(f"prune sensitivity: {data.run.path / 'splits.json'} has no validation part "
+                          "(split.val_fraction: 0) to score on; prepare the data with split.val_fraction > 0")
 
 
 def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
                 force: bool = False, progress: bool = True) -> Run:
     """Scores on the validation part only: its CSV picks per-layer ratios, a choice the test part must not make."""
-    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
     part = "val"
-    if not prepared.split()["val"]:
-        raise ConfigError(f"prune sensitivity: {prepared.run.path / 'splits.json'} has no validation part "
-                          "(split.val_fraction: 0) to score on; prepare the data with split.val_fraction > 0")
-    name = name or f"sensitivity-{model_run.name}-{stable_hash(cfg.to_dict()['prune'], 6)}"
-    with stage_run("prune-sensitivity", cfg, name, runs_dir, force=force, parents=[model_run]) as run:
-        seed_everything(cfg.seed, cfg.train.deterministic)
-        model, spec = load_model(model_run / "model")
-        ctx = _context(cfg, prepared, spec, run, {}, progress)
+    with open_stage("prune-sensitivity", cfg, [model_run], runs_dir, name=name, force=force, progress=progress,
+                    deterministic=True, check=_needs_validation) as ctx:
+        model, spec = ctx.parent_model()
+        pctx = _context(ctx, spec, {})
 
         def score(m) -> float:  # accuracy (mAP for multi-label sets)
-            result = evaluate_parts(m, prepared, spec, CPU, cfg.eval.batch_size, parts=(part,))[part]
+            result = ctx.score(m, spec, (part,))[part][0]
             return result.get("accuracy", result.get("map"))
 
-        rows = measure_sensitivity(model, ctx, cfg.prune.sensitivity_ratios, score, progress)
+        rows = measure_sensitivity(model, pctx, cfg.prune.sensitivity_ratios, score, progress)
         for r in rows:
             r["split"] = part
-        write_csv(rows, run.path / "sensitivity.csv")
+        atomic_write_csv(ctx.run.path / "sensitivity.csv", rows)
         from ..report.plots import sensitivity_plot
 
-        sensitivity_plot(rows, run.path / "sensitivity.png", title=f"{model_run.name}: {part} accuracy, one group pruned")
-        run.write_metrics({"model": spec.name, "criterion": cfg.prune.criterion, "split": part,
-                           "metric": "map" if spec.multilabel else "accuracy", "calibration_rows": ctx.calibration_rows,
+        sensitivity_plot(rows, ctx.run.path / "sensitivity.png",
+                         title=f"{model_run.name}: {part} accuracy, one group pruned")
+        ctx.write_metrics({"model": spec.name, "criterion": cfg.prune.criterion, "split": part,
+                           "metric": "map" if spec.multilabel else "accuracy", "calibration_rows": pctx.calibration_rows,
                            "ratios": cfg.prune.sensitivity_ratios, "layers": len({r["layer"] for r in rows}),
-                           "csv": str(run.path / "sensitivity.csv"), "rows": rows})
-    return run
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+                           "csv": str(ctx.run.path / "sensitivity.csv"), "rows": rows})
+    return ctx.run

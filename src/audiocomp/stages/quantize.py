@@ -22,14 +22,11 @@ from ..config import Config
 from ..evaluate.facts import model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.predictions import Predictions, compare_parts
+from ..features.batches import calibration_batches, calibration_rows
 from ..models import load_model
 from ..models.io import artifact_path
 from ..runs import Run, RunError, atomic_write_json
-from ..train.data import calibration_batches, calibration_rows
-from ..train.loop import nondeterminism_allowed
-from . import prepare as prepare_stage
-from .common import model_run_parent, stage_run
-from .train import record_predictions, score_parts, split_batches
+from .context import open_stage
 
 
 Scored = tuple[tuple[dict, Predictions], tuple[dict, Predictions]]  # (float, quantized) (metrics, predictions)
@@ -85,35 +82,31 @@ def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
         force: bool = False, allow_degraded: Optional[bool] = None, progress: bool = True) -> Run:
+    """`allow_degraded` left None comes from quantize.allow_degraded."""
+    if allow_degraded is not None:
+        cfg = cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={"allow_degraded": allow_degraded})})
     qc = cfg.quantize
     q.check_options(qc)
-    allow = qc.allow_degraded if allow_degraded is None else allow_degraded
-    prepared = prepare_stage.load_prepared(model_run_parent(model_run))
-    name = name or f"quantize-{model_run.name}-{qc.backend}-{qc.method}"
-    with stage_run("quantize", cfg, name, runs_dir, force=force, parents=[model_run]) as run, nondeterminism_allowed():
-        torch.manual_seed(cfg.seed)  # QAT dropout draws
-        float_model, spec = load_model(model_run / "model")
+    with open_stage("quantize", cfg, [model_run], runs_dir, name=name, force=force, progress=progress) as ctx:
+        float_model, spec = ctx.parent_model()
         if any(step.get("stage") == "quantize" for step in spec.compression):
             raise RunError(f"run {model_run.path}: its model is already quantized "
                            f"({spec.compression[-1]['format']}); quantize the float run instead")
-        split = prepared.split()
-        store = prepared.store
+        split = ctx.data.split()
+        store = ctx.data.store
         rows = calibration_rows(split["train"], qc.calibration_batch_size, qc.calibration_batches, cfg.seed)
         if set(rows.tolist()) & set(split["test"] + split["val"]):  # cannot happen with a valid splits.json
-            raise RunError(f"{prepared.run.path / 'splits.json'}: training rows overlap the validation or test part")
+            raise RunError(f"{ctx.data.run.path / 'splits.json'}: training rows overlap the validation or test part")
         calib = calibration_batches(store.features, store.targets(), rows, qc.calibration_batch_size)
-        train = (split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
+        train = (ctx.batches("train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
                  if qc.method == "qat" else None)
-        folder = run.path / "model"
+        folder = ctx.run.path / "model"
         qmodel, step, report = q.quantize(float_model, spec, calib, qc, folder, train, progress)
         spec.compression = [*spec.compression, step]
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
-        cpu = torch.device("cpu")
-
         def score(part: str) -> Scored:  # the float and the quantized model on the same rows of one part
-            return tuple(score_parts(m, prepared, spec, cpu, cfg.eval.batch_size, parts=(part,))[part]
-                         for m in (float_model, qmodel))
+            return tuple(ctx.score(m, spec, (part,))[part] for m in (float_model, qmodel))
 
         val = score("val") if split["val"] else None
         metrics = {
@@ -138,21 +131,21 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "latency_batch1_1thread": latencies(float_model, artifact_path(folder, spec), spec, qc.backend,
                                                 qc.latency_runs),
             **{k: v for k, v in report.items() if k != "onnx_quantized_elements"},
-            **record_predictions(run.path, preds, cfg.eval.interval),
-            **record_predictions(run.path, float_preds, cfg.eval.interval, prefix="float_"),
+            **ctx.save_predictions(preds),
+            **ctx.save_predictions(float_preds, prefix="float_"),
             # quantized - float on the same items: paired bootstrap interval and McNemar's exact test
             "vs_parent": compare_parts(float_preds, preds, cfg.eval.interval),
         }
         fa, qa = metrics["float_test_accuracy"], metrics["test_accuracy"]
         if fa is not None and qa is not None:
             metrics["accuracy_drop"] = round(fa - qa, 4)
-        run.write_metrics(metrics)
-        if metrics["degraded"] and not allow:
+        ctx.write_metrics(metrics)
+        if metrics["degraded"] and not qc.allow_degraded:
             fa, qa = metrics["float_val_accuracy"], metrics["val_accuracy"]
             worst = min(((v, k) for k, v in metrics["sqnr_db"].items() if v is not None), default=(None, "?"))
             raise DegradedError(
-                f"{run.path}: quantized val accuracy {qa:.3f} is near chance ({1 / spec.num_classes:.3f}; "
+                f"{ctx.run.path}: quantized val accuracy {qa:.3f} is near chance ({1 / spec.num_classes:.3f}; "
                 f"float {fa:.3f}); lowest SQNR {worst[0]} dB at {worst[1]} (see sqnr_db in metrics.json). "
                 "Try more calibration batches, quantize.calibration=minmax|histogram|percentile, "
                 "quantize.keep_float=[first,last], or method qat; --allow-degraded keeps it")
-    return run
+    return ctx.run

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..config import Config, ConfigError, read_yaml
 from ..runs import RunError, atomic_write_text, read_json, runs_root
 from . import pipeline as pipeline_stage
-from .common import print_fn
+from .pipeline import print_fn
 
 
 class SweepEntry(BaseModel):

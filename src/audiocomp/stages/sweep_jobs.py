@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from ..config import ConfigError
 from ..runs import RunError, atomic_write_json, read_json
-from .common import find_done
+from .context import find_done
 from .pipeline import Step, ancestors
 from .sweep import Combo, Sweep, write_report
 

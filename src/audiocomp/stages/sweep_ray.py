@@ -13,7 +13,7 @@ import logging
 import sys
 from typing import Optional
 
-from .common import print_fn
+from .pipeline import print_fn
 from .sweep import Sweep
 from .sweep_jobs import Job, Ledger, build, job_records, need, record, run_job
 

@@ -20,86 +20,27 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .. import tracking
-from ..config import Config, ConfigError, IntervalConfig
+from ..config import Config, ConfigError
 from ..evaluate.counts import parameter_counts
-from ..evaluate.predictions import Predictions, file_name as predictions_file, intervals
-from ..models import MODELS, ModelSpec, build_model, save_model
+from ..evaluate.scoring import record_predictions, score_parts
+from ..features.prepared import Prepared, load_prepared, split_batches
+from ..models import build_model, save_model
 from ..models.io import load_pretrained, safe_torch_load
-from ..runs import Run, append_jsonl, atomic_write_json, atomic_write_text, read_json, runs_root
+from ..runs import Run, atomic_write_json, atomic_write_text, read_json, runs_root
 from ..train import distributed
-from ..train.data import ArrayBatches
+from ..train.device import resolve_device, seed_everything
 from ..train.distributed import Dist
-from ..train.loop import fit, predict_scores, resolve_device, resolve_monitor, score_metrics, seed_everything
-from . import prepare as prepare_stage
-from .common import default_name, stage_run
-
-
-def model_info(cfg: Config):
-    try:
-        return MODELS.get(cfg.model.name)
-    except KeyError as exc:
-        raise ConfigError(f"model.name: {exc.args[0]}") from None
-
-
-def model_spec(cfg: Config, prepared: prepare_stage.Prepared, split_index: int = 0) -> ModelSpec:
-    store = prepared.store
-    norm = prepared.split(split_index).get("norm")
-    input_size = cfg.model.input_size or model_info(cfg).default_input_size
-    return ModelSpec(name=cfg.model.name, num_classes=len(store.classes), feature_shape=list(store.features.shape[1:]),
-                     kwargs=dict(cfg.model.kwargs), norm_mode=norm["mode"] if norm else "none",
-                     input_size=list(input_size) if input_size else None,
-                     in_channels=cfg.model.in_channels, multilabel=store.multilabel, classes=list(store.classes))
-
-
-def split_batches(prepared: prepare_stage.Prepared, part: str, batch_size: int, split_index: int = 0,
-                  shuffle: bool = False, seed: int = 0, **kw) -> ArrayBatches:
-    store = prepared.store
-    return ArrayBatches(store.features, store.targets(), prepared.split(split_index)[part], batch_size,
-                        shuffle=shuffle, seed=seed, **kw)
-
-
-def score_parts(model, prepared, spec: ModelSpec, device, batch_size: int, split_index: int = 0,
-                parts=("train", "val", "test")) -> dict[str, tuple[dict, Predictions]]:
-    """(accuracy-style metrics without the confusion details, per-item predictions) of `model` on each
-    non-empty split part."""
-    out = {}
-    for part in parts:
-        rows = prepared.split(split_index)[part]
-        if not rows:
-            continue
-        scores, targets, loss = predict_scores(model, split_batches(prepared, part, batch_size, split_index),
-                                               device, spec.multilabel)
-        m = score_metrics(scores, targets, spec.num_classes, spec.multilabel)
-        keep = {k: v for k, v in m.items() if isinstance(v, float) or k == "per_class_ap"}
-        pred = Predictions.of_split(prepared.store, prepared.split(split_index), part, scores, targets)
-        out[part] = (keep | {"loss": loss, "items": len(rows)}, pred)
-    return out
-
-
-def evaluate_parts(model, prepared, spec: ModelSpec, device, batch_size: int, split_index: int = 0,
-                   parts=("train", "val", "test")) -> dict:
-    """Accuracy-style metrics of `model` on each split part (without the confusion details)."""
-    return {p: m for p, (m, _) in score_parts(model, prepared, spec, device, batch_size, split_index, parts).items()}
-
-
-def record_predictions(folder: Path, preds: dict[str, Predictions], icfg: IntervalConfig, prefix: str = "") -> dict:
-    """Save each part's predictions as `<prefix>predictions-<part>.npz` in `folder`; return the metrics that
-    point to them: `<prefix><part>_accuracy_ci` (accuracy with its bootstrap interval, single-label sets)
-    and `<prefix>predictions: {part: file name}`."""
-    out: dict = {f"{prefix}predictions": {}}
-    for part, pred in preds.items():
-        name = predictions_file(part, prefix)
-        pred.save(folder / name)
-        out[f"{prefix}predictions"][part] = name
-    return out | {f"{prefix}{k}": v for k, v in intervals(preds, icfg).items()}
+from ..train.loop import fit, resolve_monitor
+from ..train.spec import model_info, model_spec
+from .context import ensure_parent, log_record, stage_run
+from .naming import run_name
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
-def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: Path, device: torch.device,
+def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: torch.device,
                 d: Dist, resume: bool, progress: bool) -> Optional[dict]:
     """Train one model on split `index` of splits.json, writing into `out`: checkpoints/, model/,
     metrics.jsonl, curves.png. Returns its metrics on rank 0 (None on other ranks)."""
@@ -119,11 +60,8 @@ def train_split(cfg: Config, prepared: prepare_stage.Prepared, index: int, out: 
 
     fold = f"{prepared.split(index)['name']}/" if len(prepared.splits["splits"]) > 1 else ""
 
-    def log(record: dict) -> None:
-        append_jsonl(log_path, record)
-        tracking.log_epoch(record, f"epoch/{fold}")
-
-    result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt, log, device,
+    result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt,
+                 lambda record: log_record(log_path, record, f"epoch/{fold}"), device,
                  resume=resume, progress=progress, seed=cfg.seed, dist=d,
                  reset_log=lambda history: _write_jsonl(log_path, history))
     if not d.is_main:
@@ -175,7 +113,7 @@ class SubRun:
     cfg: Config
 
 
-def sub_runs(cfg: Config, prepared: prepare_stage.Prepared) -> list[SubRun]:
+def sub_runs(cfg: Config, prepared: Prepared) -> list[SubRun]:
     """The folds, or the seeds, of this run; [] for a single model."""
     splits = prepared.splits["splits"]
     if len(splits) > 1:
@@ -199,7 +137,7 @@ def summary(subs: list[SubRun], metrics: list[dict]) -> dict:
                                                             for m in metrics]}
 
 
-def check_train_options(cfg: Config, prepared: prepare_stage.Prepared) -> None:
+def check_train_options(cfg: Config, prepared: Prepared) -> None:
     """Options that depend on the data, checked before anything is written (ConfigError naming the key)."""
     for entry in prepared.splits["splits"]:
         resolve_monitor(cfg.train, prepared.store.multilabel, bool(entry["val"]))
@@ -244,16 +182,15 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
     d = distributed.init(device)
     device = distributed.local_device(device, d)
     try:
-        if from_run is not None:
-            prepared = prepare_stage.load_prepared(from_run)
-        else:  # rank 0 prepares; the others then find the finished prepare run and reuse it
+        if from_run is None:  # its prepare run: made now, as a pipeline would, if it does not exist yet
             if d.is_main:
-                prepared = prepare_stage.run(cfg, runs_dir, progress=progress)
+                from_run = ensure_parent("prepare", cfg, runs_dir, progress)
             distributed.barrier()
-            if not d.is_main:
-                prepared = prepare_stage.run(cfg, runs_dir, progress=False)
+            if not d.is_main:  # rank 0 has made it: the others find it finished
+                from_run = ensure_parent("prepare", cfg, runs_dir, False)
+        prepared = load_prepared(from_run)
         check_train_options(cfg, prepared)  # before the run folder exists
-        name = name or default_name("train", cfg)
+        name = name or run_name("train", cfg, [prepared.run.name])
         with _train_run(cfg, name, runs_dir, d, force, resume, prepared.run, device) as run:
             subs = sub_runs(cfg, prepared)
             if not subs:

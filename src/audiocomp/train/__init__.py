@@ -1,1 +1,1 @@
-"""Training: the loop, checkpoints and resume, augmentation, batching from the feature store."""
+"""Training: the loop, checkpoints and resume, device and precision, augmentation, the model spec."""

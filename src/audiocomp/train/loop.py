@@ -8,93 +8,23 @@ RNG states of every rank for dropout), so an interrupted run continued with --re
 numbers as one that never stopped (CPU, deterministic mode)."""
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..config import ConfigError, TrainConfig
-from ..evaluate.metrics import classification_metrics, multilabel_metrics
+from ..evaluate.scoring import loss_fn, predict_scores, score_metrics
+from ..features.batches import ArrayBatches
 from ..models.io import atomic_torch_save, safe_torch_load
 from . import distributed
 from .augment import augment_batch, mixup
-from .data import ArrayBatches
+from .device import resolve_precision, uses_conv2d
 from .distributed import Dist
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device={name!r}: not a device (auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name}: CUDA is not available on this machine (use auto or cpu)")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"train.device={name}: MPS is not available on this machine (use auto or cpu)")
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16: oneDNN then runs bfloat16 convolutions, matmuls and LSTMs in hardware (elsewhere
-    bf16 is emulated and slower than float32)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`train.precision` -> "fp32", "bf16" or "fp16" for this device."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(f"train.precision=fp16: float16 autocast needs CUDA, not {device.type} (use bf16 or fp32)")
-    return precision
-
-
-def uses_conv2d(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        # deterministic mode also fills every new tensor with NaN to expose kernels that read uninitialised
-        # memory: about 10% of a CPU training step of the CNN (scripts/bench_train.py); no kernel here reads
-        # it, and the exact-resume tests run with the fill off
-        torch.utils.deterministic.fill_uninitialized_memory = False
-        torch.backends.cudnn.benchmark = False
-
-
-@contextlib.contextmanager
-def nondeterminism_allowed():
-    """Quantized CPU kernels flag themselves non-deterministic (they resize their outputs), which floods
-    stderr when an earlier stage in the process turned deterministic mode on; restore it afterwards."""
-    was, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(False)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -114,35 +44,6 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
         return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
                                                    steps_per_epoch=max(1, steps_per_epoch)), True
     return None, False
-
-
-def loss_fn(multilabel: bool, label_smoothing: float = 0.0) -> Callable:
-    if multilabel:
-        return nn.BCEWithLogitsLoss()
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
-@torch.no_grad()
-def predict_scores(model: nn.Module, batches, device: torch.device, multilabel: bool = False,
-                   progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
-    """Run `model` over batches: (scores (N, C) as probabilities, targets, mean loss)."""
-    from tqdm import tqdm
-
-    model.eval()
-    crit = loss_fn(multilabel)
-    scores, targets, total, n = [], [], 0.0, 0
-    for x, y in tqdm(batches, desc=desc, leave=False, disable=not progress):
-        logits = model(x.to(device)).float()
-        y_dev = y.to(device)
-        total += float(crit(logits, y_dev)) * len(y)
-        n += len(y)
-        scores.append((torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).cpu().numpy())
-        targets.append(y.numpy())
-    return np.concatenate(scores), np.concatenate(targets), total / max(n, 1)
-
-
-def score_metrics(scores: np.ndarray, targets: np.ndarray, num_classes: int, multilabel: bool, top_k: int = 3) -> dict:
-    return multilabel_metrics(scores, targets) if multilabel else classification_metrics(scores, targets, num_classes, top_k)
 
 
 @dataclass

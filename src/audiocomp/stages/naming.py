@@ -1,0 +1,48 @@
+"""Run names: one rule for every stage, whether the command line or a pipeline runs it.
+
+    <stage>-<model>-<hash of (stage, the config sections it reads, seed, parent run names)>
+
+The sections are the stage's `sections` in registry.py; a parent's name carries everything upstream of it,
+so an edit renames exactly the runs it can change and their descendants, and a finished run is found again
+by its name (`audiocomp run` reuses it; `audiocomp train` run twice stops at the existing run). The data
+stages say the dataset instead of the model; `prepare` keeps its own shorter form,
+`prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
+runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
+(absent from every stage's sections) and the speed settings in VOLATILE.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..config import Config, stable_hash
+from .registry import STAGES
+
+# Settings that change how fast a stage runs, never what it computes: left out of run names.
+VOLATILE = {("train", "threads"), ("features", "workers")}
+
+
+def _sections(cfg: Config, sections: Sequence[str]) -> dict:
+    data = cfg.to_dict()
+    key = {s: data.get(s, {}) for s in sections}
+    for section, k in VOLATILE:
+        if isinstance(key.get(section), dict):
+            key[section].pop(k, None)
+    return key
+
+
+def prepare_name(cfg: Config, parents: Sequence[str] = ()) -> str:
+    key = _sections(cfg, STAGES.get("prepare").sections) | {"seed": cfg.seed}
+    if parents:  # a prepare run of generated data (synth) changes with what generated it
+        key["parents"] = list(parents)
+    return f"prepare-{cfg.data.dataset}-{stable_hash(key, 8)}"
+
+
+def run_name(stage: str, cfg: Config, parents: Sequence[str] = ()) -> str:
+    """The name of `stage`'s run for `cfg` with these parent run names (in order)."""
+    if stage == "prepare":
+        return prepare_name(cfg, parents)
+    d = STAGES.get(stage)
+    key = _sections(cfg, d.sections)
+    key.update(stage=stage, seed=cfg.seed, parents=list(parents))
+    subject = cfg.data.dataset if d.subject == "dataset" else cfg.model.name
+    return f"{stage}-{subject}-{stable_hash(key, 10)}"
