@@ -1,6 +1,7 @@
 """Two processes on one run or one feature store: serialised or refused with a clear message, never torn."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from audiocomp.runs import Run, RunError, read_json
 
 from .conftest import audiocomp_cmd, subprocess_env
 
-EPOCHS = 100  # long enough (many seconds) that the second process surely starts while the first trains
+EPOCHS = 40  # a few seconds of training after the first epoch: time to pause it
 
 
 def test_a_locked_run_is_refused_to_a_second_process(tmp_path):
@@ -43,9 +44,13 @@ def test_two_trainings_into_one_run_one_wins_the_other_is_refused(tmp_path, trai
     deadline = time.time() + 120
     while not (tmp_path / "runs" / "same" / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.05)  # the first one is training (and holds the lock)
-    second = _start(args, logs[1])  # --force too: even a forced replace must wait for the lock
-    second_code = second.wait(180)
-    assert first.poll() is None, "the first training ended before the second started: no overlap tested"
+    first.send_signal(signal.SIGSTOP)  # paused mid-training, lock held: the overlap does not depend on timing
+    try:
+        assert first.poll() is None, "the first training ended before it could be paused"
+        second = _start(args, logs[1])  # --force too: even a forced replace must wait for the lock
+        second_code = second.wait(180)
+    finally:
+        first.send_signal(signal.SIGCONT)
     codes = [first.wait(300), second_code]
     out = [(log.seek(0), log.read())[1] for log in logs]
     assert codes == [0, 2], (codes, out)
