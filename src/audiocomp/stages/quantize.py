@@ -101,7 +101,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         train = (ctx.batches("train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
                  if qc.method == "qat" else None)
         folder = ctx.run.path / "model"
-        qmodel, step, report = q.quantize(float_model, spec, calib, qc, folder, train, progress)
+        teacher = ctx.parent_model()[0] if qc.method == "qat" and cfg.distill.enabled else None
+        qmodel, step, report = q.quantize(float_model, spec, calib, qc, folder, train, progress, teacher, cfg.distill)
         spec.compression = [*spec.compression, step]
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
@@ -113,6 +114,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "model": spec.name, "method": qc.method, "format": step["format"], "backend": qc.backend,
             "engine": step["engine"], "compute": step["compute"], "calibration": step.get("observer"),
             "calibration_batches": len(calib), "calibration_rows": rows.tolist(), **guard(val, spec),
+            "distill": cfg.distill.model_dump() if teacher is not None else None,
         }
         # the guard has decided (on validation): only now is the test part scored, to report
         test = score("test")

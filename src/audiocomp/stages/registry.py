@@ -121,9 +121,9 @@ register(StageDef("synth", "synth", ("data", "synth"), call=_data_stage, subject
 register(StageDef("prepare", "prepare", ("data", "features", "split"), ("synth",), optional_parent=True,
                   call=_data_stage, subject="dataset"))
 register(StageDef("train", "train", ("model", "train"), ("prepare",), call=_train))
-register(StageDef("prune", "prune", ("prune", "train"), MODEL_STAGES))
+register(StageDef("prune", "prune", ("prune", "train", "distill"), MODEL_STAGES))
 register(StageDef("prune-sensitivity", "prune", ("prune", "train"), MODEL_STAGES, function="sensitivity"))
-register(StageDef("quantize", "quantize", ("quantize", "train"), MODEL_STAGES))
+register(StageDef("quantize", "quantize", ("quantize", "train", "distill"), MODEL_STAGES))
 register(StageDef("eval", "evaluate", ("eval",), MODEL_STAGES))
 register(StageDef("bench", "bench", ("bench",), MODEL_STAGES))
 register(StageDef("export", "export", ("export",), MODEL_STAGES))
