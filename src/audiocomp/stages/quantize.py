@@ -13,14 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch import nn
 
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
 from ..evaluate.facts import model_facts
-from ..evaluate.latency import cpu_latency
+from ..evaluate.latency import batch1_latency_ms
 from ..evaluate.predictions import Predictions, compare_parts
 from ..features.batches import calibration_batches, calibration_rows
 from ..models import load_model
@@ -54,11 +53,6 @@ def guard(val: Optional[Scored], spec) -> dict:
     fa, qa = fm["accuracy"], qm["accuracy"]
     return {"guard": "near-chance check on val accuracy", "degraded": near_chance(fa, qa, spec.num_classes),
             "float_val_accuracy": fa, "val_accuracy": qa, "val_items": fm["items"]}
-
-
-def batch1_latency_ms(model: nn.Module, feature_shape, runs: int, warmup: int = 5) -> float:
-    """Median wall time of one forward pass on a batch of 1, with one CPU thread."""
-    return round(cpu_latency(model, torch.randn(1, *feature_shape), runs, warmup, threads=1)["median_ms"], 4)
 
 
 def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs: int) -> dict:
