@@ -56,7 +56,7 @@ FIXED = {"parent/fp32": 0.90, "parent/int8": 0.85, "structured-50/fp32": 0.85, "
 
 
 def test_compress_picks_the_right_rung_and_reads_test_only_after(trained_run, monkeypatch, tmp_path):
-    from audiocomp.stages import compress, compress_rungs, evaluate
+    from audiocomp.stages import compress, compress_rungs, evaluate, export
     from audiocomp.stages.context import StageContext
 
     runs, model_run, cfg = trained_run
@@ -93,6 +93,9 @@ def test_compress_picks_the_right_rung_and_reads_test_only_after(trained_run, mo
     assert len(front) == 1 + 6 and (run.path / "front.md").is_file() and (run.path / "front-size.png").is_file()
     ev = evaluate.run(cfg, run, tmp_path / "runs", progress=False).metrics()
     assert ev["accuracy"] == pytest.approx(m["test_accuracy"])
+    # export checks the INT8 graph against the chosen rung's float form (float_model/), not the unpruned parent
+    exported = export.run(cfg, run, tmp_path / "runs").metrics()
+    assert exported["rule"] == "int8 vs float parent" and exported["top1_agreement"] >= 0.9
 
 
 def test_compress_resumes_after_the_last_finished_rung(trained_run, monkeypatch, tmp_path):
@@ -137,3 +140,19 @@ def test_compress_cli_help_and_bad_target(trained_run):
     with pytest.raises(ConfigError, match="ratios"):
         from audiocomp.config import load_config
         load_config([], ["compress.ratios=[0.5,1.0]"])
+
+
+def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
+    """--jobs 2: the structured and hybrid ladders in two worker processes give the rungs one process gives."""
+    from audiocomp.stages import compress
+
+    runs, model_run, cfg = trained_run
+    cfg = _cfg(cfg, methods=["structured", "hybrid"], ratios=[0.5], finetune_epochs=1, int8=False)
+    seq = compress.run(cfg, model_run, tmp_path / "runs", name="seq", progress=False).metrics()["rungs"]
+    par = compress.run(cfg, model_run, tmp_path / "runs", name="par", progress=False, jobs=2).metrics()["rungs"]
+    assert [r["rung"] for r in par] == ["parent", "structured-50", "hybrid-50"]
+    for a, b in zip(seq, par):
+        assert (a["rung"], a["val_accuracy"], a["parameters"], a["nonzero"]) == \
+            (b["rung"], b["val_accuracy"], b["parameters"], b["nonzero"])
+    hybrid = next(r for r in par if r["rung"] == "hybrid-50")
+    assert hybrid["nonzero"] < hybrid["parameters"]  # magnitude zeros on top of the removed channels
