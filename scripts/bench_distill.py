@@ -24,6 +24,7 @@ from audiocomp.config import load_config  # noqa: E402
 from audiocomp.evaluate.predictions import Predictions, compare  # noqa: E402
 from audiocomp.evaluate.stats import format_difference, format_interval, format_paired  # noqa: E402
 from audiocomp.stages import prune, train  # noqa: E402
+from audiocomp.stages.context import find_done  # noqa: E402
 
 SETTINGS = ["model.name=cnn", "model.kwargs.channels=[16,32,64,64]", "train.batch_size=32", "train.lr=0.003",
             "train.scheduler=cosine", "bench.iterations=20", "bench.warmup=3", "prune.method=taylor",
@@ -39,19 +40,25 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--temperature", type=float, default=4.0)
+    ap.add_argument("--reuse-parent", action="store_true", help="keep a finished parent run of the same settings")
     args = ap.parse_args()
     runs = args.work / "runs"
     common = [f"data.root={args.data}", *SETTINGS, f"train.epochs={args.epochs}", f"prune.channel_ratio={args.ratio}",
               f"prune.finetune_epochs={args.finetune_epochs}"]
     cfg = load_config([REPO / "configs/data/fsdd.yaml"], common)
     t0 = time.time()
-    parent = train.run(cfg, runs, name="parent", progress=False, force=True)
-    print(f"parent trained in {time.time() - t0:.0f} s", flush=True)
+    parent = find_done("parent", runs) if args.reuse_parent else None
+    trained_on = ("seed", "data", "features", "split", "model", "train")  # what the parent's training read
+    if parent is None or any(parent.config_dict().get(k) != cfg.to_dict()[k] for k in trained_on):
+        parent = train.run(cfg, runs, name="parent", progress=False, force=True)
+        print(f"parent trained in {time.time() - t0:.0f} s", flush=True)
     results = {}
     for label, extra in (("plain", []), ("distilled", ["distill.enabled=true", f"distill.alpha={args.alpha}",
                                                        f"distill.temperature={args.temperature}"])):
         t0 = time.time()
-        run = prune.run(load_config([REPO / "configs/data/fsdd.yaml"], common + extra), parent, runs, name=label,
+        run = prune.run(load_config([REPO / "configs/data/fsdd.yaml"], common + extra), parent, runs,
+                        name=f"{label}-{args.ratio:g}-{args.finetune_epochs}" + (
+                            f"-a{args.alpha:g}-t{args.temperature:g}" if extra else ""),
                         force=True, progress=False)
         results[label] = run
         print(f"{label} pruned + fine-tuned in {time.time() - t0:.0f} s", flush=True)
@@ -64,7 +71,7 @@ def main() -> None:
     for part in ("val", "test"):
         plain, kd = (Predictions.load(results[k].path / f"predictions-{part}.npz") for k in ("plain", "distilled"))
         out["paired"][part] = compare(plain, kd)
-    dest = REPO / "bench-results" / "distill-fsdd.json"
+    dest = REPO / "bench-results" / f"distill-fsdd-{args.ratio:g}-{args.finetune_epochs}-a{args.alpha:g}-t{args.temperature:g}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2, default=str))
     p = out["rows"]["plain"]

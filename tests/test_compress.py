@@ -28,6 +28,8 @@ def test_select_smallest_within_max_drop_by_each_target():
     assert (select(ROWS, 0.90, 0.01, "latency")["rung"], select(ROWS, 0.90, 0.01, "latency")["form"]) == ("s-50", "fp32")
     assert select(ROWS, 0.90, 0.0, "size")["rung"] == "parent"  # only the parent itself is within 0 points
     assert select(ROWS, 0.90, 0.2, "size")["rung"] == "s-75"
+    sparse = {**ROWS[3], "rung": "h-50", "zipped_bytes": 60}  # same file, more zeros: smaller zipped
+    assert select([*ROWS, sparse], 0.90, 0.01, "size")["rung"] == "h-50"
     marked = mark_fronts(ROWS)
     assert [r["front_size"] for r in marked] == [True, False, True, True, True, True]
     assert not marked[1]["front_macs"] and marked[4]["front_macs"]

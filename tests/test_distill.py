@@ -116,3 +116,28 @@ def test_qat_with_distillation_records_its_teacher(trained_run):
     kd_cfg = cfg.model_copy(update={"quantize": qc, "distill": DistillConfig(enabled=True, alpha=0.5)})
     m = quantize.run(kd_cfg, model_run, runs, progress=False, allow_degraded=True).metrics()
     assert m["distill"]["enabled"] and m["qat_history"][0]["train_loss"] > 0
+
+
+def test_fit_with_alpha_one_learns_the_teacher_not_the_labels(tmp_path):
+    """With alpha=1 the labels carry no weight: a student trained on random labels copies the teacher."""
+    from audiocomp.config import TrainConfig
+    from audiocomp.features.batches import ArrayBatches
+    from audiocomp.train.loop import fit
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 8, generator=gen).numpy()
+    labels = torch.randint(0, 4, (256,), generator=gen).numpy()  # noise: nothing to learn from them
+    teacher = nn.Linear(8, 4)
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=0.05, optimizer="adam", precision="fp32", deterministic=True)
+
+    def agreement(alpha: float) -> float:
+        torch.manual_seed(1)
+        student = nn.Linear(8, 4)
+        batches = ArrayBatches(x, labels, range(256), 32, shuffle=True, seed=0)
+        fit(student, batches, None, cfg, 4, False, tmp_path / f"a{alpha}", log=lambda r: None,
+            device=torch.device("cpu"), progress=False, teacher=teacher,
+            distill=DistillConfig(enabled=True, alpha=alpha, temperature=2.0))
+        with torch.no_grad():
+            return float((student(torch.from_numpy(x)).argmax(1) == teacher(torch.from_numpy(x)).argmax(1)).float().mean())
+
+    assert agreement(1.0) > 0.9 and agreement(0.0) < 0.6

@@ -11,7 +11,8 @@ from typing import Optional
 
 from ..report.plots import pareto_front
 
-# --target -> the row value that is "smaller"; ties are broken by file size, then by higher val accuracy
+# --target -> the row value that is "smaller"; ties are broken by file size, zipped size, then by higher
+# val accuracy
 TARGETS = {"size": "file_bytes", "macs": "macs", "latency": "latency_ms"}
 METHODS = {"structured": "taylor", "hybrid": "hybrid"}  # ladder method -> prune.method
 EPS = 1e-12  # accuracies are ratios of counts: compare them without float noise
@@ -49,7 +50,7 @@ def select(rows: list[dict], parent_val: float, max_drop: float, target: str) ->
     the parent's; None when no row qualifies. Only validation numbers are read: the test part plays no part."""
     key = TARGETS[target]
     ok = [r for r in rows if qualifies(r, parent_val, max_drop) and r.get(key) is not None]
-    return min(ok, key=lambda r: (r[key], r["file_bytes"], -r["val_accuracy"]), default=None)
+    return min(ok, key=lambda r: (r[key], r["file_bytes"], r["zipped_bytes"], -r["val_accuracy"]), default=None)
 
 
 def front(rows: list[dict], cost: str) -> set[int]:
