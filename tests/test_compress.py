@@ -158,3 +158,16 @@ def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
             (b["rung"], b["val_accuracy"], b["parameters"], b["nonzero"])
     hybrid = next(r for r in par if r["rung"] == "hybrid-50")
     assert hybrid["nonzero"] < hybrid["parameters"]  # magnitude zeros on top of the removed channels
+
+
+def test_compress_cli_end_to_end_prints_the_choice_and_the_test_interval(trained_run, tmp_path):
+    from audiocomp.cli import app
+
+    runs, model_run, _ = trained_run
+    out = CliRunner().invoke(app, ["compress", "--from", str(model_run.path), "--runs-dir", str(tmp_path / "runs"),
+                                   "--max-drop", "0.5", "--target", "macs", "--set", "compress.methods=[structured]",
+                                   "--set", "compress.ratios=[0.5]", "--set", "compress.finetune_epochs=0",
+                                   "--set", "compress.int8=false", "--set", "compress.latency_runs=3", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "chosen on validation: structured-50 (fp32)" in out.output  # 0.5 points allowed: the fewest MACs
+    assert "test (scored once, after the choice)" in out.output and "McNemar p=" in out.output
