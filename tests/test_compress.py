@@ -145,12 +145,17 @@ def test_compress_cli_help_and_bad_target(trained_run):
 
 
 def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
-    """--jobs 2: the structured and hybrid ladders in two worker processes give the rungs one process gives."""
+    """--jobs 2: the structured and hybrid ladders in two worker processes give the rungs one process gives
+    (fine-tuned with distillation from the parent, which each worker loads itself)."""
+    from audiocomp.config import DistillConfig
     from audiocomp.stages import compress
 
     runs, model_run, cfg = trained_run
     cfg = _cfg(cfg, methods=["structured", "hybrid"], ratios=[0.5], finetune_epochs=1, int8=False)
-    seq = compress.run(cfg, model_run, tmp_path / "runs", name="seq", progress=False).metrics()["rungs"]
+    cfg = cfg.model_copy(update={"distill": DistillConfig(enabled=True, alpha=0.5, temperature=2.0)})
+    seq_run = compress.run(cfg, model_run, tmp_path / "runs", name="seq", progress=False)
+    assert seq_run.metrics()["distill"]["enabled"]
+    seq = seq_run.metrics()["rungs"]
     par = compress.run(cfg, model_run, tmp_path / "runs", name="par", progress=False, jobs=2).metrics()["rungs"]
     assert [r["rung"] for r in par] == ["parent", "structured-50", "hybrid-50"]
     for a, b in zip(seq, par):

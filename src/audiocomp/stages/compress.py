@@ -16,7 +16,7 @@ unfinished compress run continues it: the finished rungs are kept (resumable lik
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
@@ -64,8 +64,13 @@ def _ladders(ctx: StageContext, jobs: int, progress: bool) -> list[dict]:
     workers = min(jobs, len(methods))
     threads = max(1, (os.cpu_count() or 1) // workers)
     args = (ctx.cfg.to_dict(), str(ctx.run.path), [str(p.path) for p in ctx.parents])
+    from tqdm import tqdm
+
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(ladder_job, *args, m, threads) for m in methods]
+        for _ in tqdm(as_completed(futures), total=len(futures), desc=f"compress ladders ({workers} processes)",
+                      leave=False, disable=not progress):
+            pass
         return [r for f in futures for r in f.result()]
 
 
