@@ -71,7 +71,7 @@ def resnet152(workdir: Path, runs: int = 5) -> list[dict]:
     from audiocomp.compress import quantization as q
     from audiocomp.config import QuantizeConfig
     from audiocomp.models import ModelSpec, build_model, save_model
-    from audiocomp.stages.quantize import batch1_latency_ms
+    from audiocomp.evaluate.latency import batch1_latency_ms
 
     spec = ModelSpec("resnet152", 10, [1, 128, 130], input_size=[299, 299], in_channels=3)
     torch.manual_seed(0)

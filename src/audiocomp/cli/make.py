@@ -171,3 +171,42 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
         typer.echo(f"  {part}, quantized - float: {format_paired(m['vs_parent'][part])}")
     if m.get("note"):
         typer.echo(f"note: {m['note']}")
+
+
+@app.command()
+@guarded
+def compress(from_: Annotated[str, typer.Option("--from", help="The trained (or pruned) float model run to compress (name or path).")],
+             max_drop: Annotated[Optional[float], typer.Option("--max-drop", min=0, max=1, help="Largest accepted validation accuracy drop vs the parent, e.g. 0.01 = 1 point [default: compress.max_drop].")] = None,
+             target: Annotated[Optional[str], typer.Option("--target", help="What 'smallest' means: size (file bytes), macs, or latency (ONNX Runtime, 1 thread, batch 1) [default: compress.target].")] = None,
+             jobs: Annotated[int, typer.Option("--jobs", min=1, help="Ladders (compress.methods) run in parallel processes.")] = 1,
+             config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
+             force: ForceOpt = False, quiet: QuietOpt = False):
+    """Search the smallest model within --max-drop of its parent: ladders of structured (and hybrid) pruning
+    ratios, each rung fine-tuned from the previous one and also quantized to INT8 (ONNX Runtime static QDQ),
+    all judged on validation; the chosen rung is then scored on test once, with the paired interval.
+
+    Writes every rung under rungs/, the Pareto front (front.csv, front.md, front-*.png) and model/ (the
+    chosen rung). A rerun of an unfinished run keeps its finished rungs.
+
+    Example: `audiocomp compress --from train-cnn-1a2b3c4d5e --max-drop 0.01 --target size --jobs 2`
+    """
+    from ..stages import compress as stage
+
+    model_run = _open_run(from_, runs_dir)
+    extra = [*([f"compress.max_drop={max_drop}"] if max_drop is not None else []),
+             *([f"compress.target={target}"] if target is not None else [])]
+    cfg = _config(config, [*(set_ or []), *extra], base=model_run.config_dict())
+    run = stage.run(cfg, model_run, runs_dir, name=name, force=force, progress=not quiet, jobs=jobs)
+    from ..evaluate.stats import format_interval, format_paired
+
+    m = run.metrics()
+    c = m["chosen"]
+    typer.echo(f"chosen on validation: {c['rung']} ({c['form']}): val accuracy {c['val_accuracy']:.1%} (parent "
+               f"{m['parent_val_accuracy']:.1%}, max drop {m['max_drop']:.1%}); {c['file']} {c['file_bytes'] / 1e3:.1f} KB "
+               f"({m['size_reduction']:.1f}x smaller on disk, {m['zipped_reduction']:.1f}x zipped), MACs "
+               f"{c['macs']:,} ({m['macs_reduction']:.1f}x fewer), ONNX Runtime latency {c['latency_ms']:.3f} ms "
+               f"(1 thread, batch 1) -> {run.path}")
+    if "test_accuracy" in m:
+        typer.echo(f"  test (scored once, after the choice): {format_interval(m.get('test_accuracy_ci'))}, parent "
+                   f"{m['parent_test_accuracy']:.1%}; chosen - parent: {format_paired(m['vs_parent'].get('test'))}")
+    typer.echo(f"  front: {run.path / m['front']['markdown']} ({len(m['rungs'])} rung forms)")

@@ -144,6 +144,30 @@ class QuantizeConfig(Section):
     allow_degraded: bool = False  # keep a model whose accuracy fell near chance instead of failing
 
 
+class DistillConfig(Section):
+    """Knowledge distillation wherever a compressed model is fine-tuned (prune steps, hybrid, QAT, compress
+    rungs): the stage's parent model (`--from`), frozen, teaches. Loss = (1 - alpha) CE(student, y) + alpha
+    T^2 KL(softmax(teacher/T) || softmax(student/T)) (Hinton et al. 2015); multi-label sets: BCE of
+    student/T against sigmoid(teacher/T), times T^2 (train/distill.py). Off: the run name is unchanged."""
+    enabled: bool = False
+    alpha: float = Field(0.5, ge=0, le=1)  # weight of the teacher term; 0 = plain fine-tuning
+    temperature: float = Field(4.0, gt=0)  # softens both sides' logits
+
+
+class CompressConfig(Section):
+    """`audiocomp compress`: ladders of structured pruning ratios (each rung fine-tuned from the previous one,
+    and also quantized to ONNX Runtime static INT8), the smallest rung within `max_drop` on validation chosen."""
+    methods: list[Literal["structured", "hybrid"]] = Field(default_factory=lambda: ["structured", "hybrid"], min_length=1)
+    # fraction of the parent's channels removed per coupled group, increasing: one rung each
+    ratios: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.7, 0.8, 0.9],
+                                                               min_length=1)
+    max_drop: float = Field(0.01, ge=0, le=1)  # largest accepted validation accuracy drop vs the parent
+    target: Literal["size", "macs", "latency"] = "size"  # what "smallest" means
+    finetune_epochs: int = Field(2, ge=0)  # per rung (prune.finetune_lr or train.lr)
+    int8: bool = True  # also quantize every rung (ONNX Runtime static QDQ, calibrated on training batches)
+    latency_runs: int = Field(30, ge=3)  # batch-1, 1-thread ONNX Runtime timings per form (median)
+
+
 class IntervalConfig(Section):
     """Percentile bootstrap of accuracies and paired differences (evaluate/stats.py)."""
     n_boot: int = Field(2000, ge=100)  # resamples
@@ -208,6 +232,8 @@ class Config(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    compress: CompressConfig = Field(default_factory=CompressConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

@@ -52,3 +52,8 @@ def cpu_latency(model: nn.Module, example: torch.Tensor, iterations: int = 50, w
     with torch_threads(threads):
         seconds = time_calls(lambda: model(example), warmup, iterations)
     return {**spread(seconds), "iterations": iterations, "threads": threads, "batch": int(example.shape[0])}
+
+
+def batch1_latency_ms(model: nn.Module, feature_shape, runs: int, warmup: int = 5) -> float:
+    """Median wall time (ms) of one forward pass on a batch of 1, with one CPU thread."""
+    return round(cpu_latency(model, torch.randn(1, *feature_shape), runs, warmup, threads=1)["median_ms"], 4)

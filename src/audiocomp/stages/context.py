@@ -78,7 +78,11 @@ def log_record(path: Path, record: dict, prefix: str = "epoch/", **fields) -> No
 
 
 def float_parent(run: Run):
-    """(model, spec) of the float model a quantized run was made from: the model of its manifest parent."""
+    """(model, spec) of the float model a quantized run was made from: the run's own float_model/ (a
+    compress run that chose an INT8 rung keeps that rung's float form there), else the model of its
+    manifest parent."""
+    if (run.path / "float_model" / "arch.json").is_file():
+        return load_model(run.path / "float_model")
     for p in run.manifest.get("parents", []):
         folder = Path(p["path"]) / "model"
         if (folder / "arch.json").is_file() and not any(s.get("stage") == "quantize"

@@ -8,7 +8,8 @@ by its name (`audiocomp run` reuses it; `audiocomp train` run twice stops at the
 stages say the dataset instead of the model; `prepare` keeps its own shorter form,
 `prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
 runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
-(absent from every stage's sections) and the speed settings in VOLATILE.
+(absent from every stage's sections) and the speed settings in VOLATILE; a switched-off section (SWITCHED: `distill` with
+`enabled: false`) names nothing either.
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ from .registry import STAGES
 
 # Settings that change how fast a stage runs, never what it computes: left out of run names.
 VOLATILE = {("train", "threads"), ("features", "workers")}
+# Sections that change nothing while switched off (`enabled: false`): named only when on, so the runs made
+# before they existed keep their names.
+SWITCHED = ("distill",)
 
 
 def _sections(cfg: Config, sections: Sequence[str]) -> dict:
@@ -27,6 +31,9 @@ def _sections(cfg: Config, sections: Sequence[str]) -> dict:
     for section, k in VOLATILE:
         if isinstance(key.get(section), dict):
             key[section].pop(k, None)
+    for section in SWITCHED:
+        if section in key and not (key[section] or {}).get("enabled"):
+            del key[section]
     return key
 
 

@@ -6,49 +6,17 @@ import csv
 from pathlib import Path
 from typing import Optional
 
-from ..compress.pruning import PruneContext, method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
+from ..compress.pruning import method_for, prune_model, ratios_from_sensitivity, sensitivity as measure_sensitivity
 from ..config import Config, ConfigError
 from ..evaluate.facts import example_input, model_facts
 from ..evaluate.latency import cpu_latency
 from ..evaluate.predictions import Predictions, compare_parts, intervals
-from ..evaluate.scoring import loss_fn
 from ..evaluate.sparse import write_sparse
-from ..features.batches import calibration_batches, calibration_rows
 from ..models import save_model
-from ..models.io import safe_torch_load
 from ..models.reshape import record_shapes
 from ..runs import Run, atomic_write_csv
-from ..train.device import resolve_device
-from ..train.loop import fit
 from .context import StageContext, open_stage
-
-
-def _context(ctx: StageContext, spec, layer_ratios: dict[str, float]) -> PruneContext:
-    """Calibration batches (of the training rows `calibration_rows` returns, recorded by the caller), the
-    real loss and a fine-tuning function bound to this run's data."""
-    cfg = ctx.cfg
-    split = ctx.data.split()
-    rows = calibration_rows(split["train"], cfg.train.batch_size, cfg.prune.calibration_batches, cfg.seed)
-    calib = calibration_batches(ctx.data.store.features, ctx.data.store.targets(), rows, cfg.train.batch_size)
-    ft_cfg = cfg.train.model_copy(update={"epochs": max(cfg.prune.finetune_epochs, 1), "early_stopping": None,
-                                          "lr": cfg.prune.finetune_lr or cfg.train.lr})
-    device = resolve_device(cfg.train.device)
-
-    def finetune(model, tag: str) -> list[dict]:
-        ckpt = ctx.run.path / "checkpoints" / tag
-        ckpt.mkdir(parents=True, exist_ok=True)
-        train = ctx.batches("train", ft_cfg.batch_size, shuffle=True, seed=cfg.seed)
-        val = ctx.batches("val", ft_cfg.batch_size) if split["val"] else None
-        result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
-                     log=lambda record: ctx.log(record, f"epoch/{tag}/", step=tag), device=device,
-                     progress=ctx.progress)
-        model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
-        (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
-        return [{"step": tag, **r} for r in result.history]
-
-    return PruneContext(cfg=cfg.prune, example=example_input(spec.feature_shape), calibration=calib,
-                        loss=loss_fn(spec.multilabel), finetune=finetune, layer_ratios=layer_ratios,
-                        calibration_rows=rows.tolist())
+from .finetune import prune_context, teacher_of
 
 
 def read_sensitivity(path: str) -> list[dict]:
@@ -105,7 +73,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         model, spec = ctx.parent_model()
         before, before_preds = _scores(ctx, model, spec, ("val",))
         before |= measured(model, spec, model_run / "model", ctx.run.path / "original.sparse.npz", cfg)
-        pctx = _context(ctx, spec, layer_ratios)
+        pctx = prune_context(ctx, spec, layer_ratios=layer_ratios, teacher=teacher_of(ctx))
         steps = prune_model(model, pctx)
         model.eval()
         spec.compression = [*spec.compression, {"method": cfg.prune.method, "format": "fp32",
@@ -128,6 +96,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "recipe": spec.compression[-1], "before": before, "after": after, "change": _changes(before, after),
             "speed_claim": "measured" if structured else
             "none: unstructured zeros stay in dense tensors; only the sparse encoding is smaller",
+            "distill": cfg.distill.model_dump() if cfg.distill.enabled else None,
             "layer_ratios": layer_ratios, "calibration_rows": pctx.calibration_rows, "steps": steps,
             "history": [r for s in steps for r in s.get("history", [])],
             **{k: v for k, v in after.items() if k.startswith(("val_", "test_"))},
@@ -151,7 +120,7 @@ def sensitivity(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = No
     with open_stage("prune-sensitivity", cfg, [model_run], runs_dir, name=name, force=force, progress=progress,
                     deterministic=True, check=_needs_validation) as ctx:
         model, spec = ctx.parent_model()
-        pctx = _context(ctx, spec, {})
+        pctx = prune_context(ctx, spec)
 
         def score(m) -> float:  # accuracy (mAP for multi-label sets)
             result = ctx.score(m, spec, (part,))[part][0]

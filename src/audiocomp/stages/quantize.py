@@ -13,14 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import torch
 from torch import nn
 
 from ..compress import quantization as q
 from ..compress.onnx import export_onnx
 from ..config import Config
 from ..evaluate.facts import model_facts
-from ..evaluate.latency import cpu_latency
+from ..evaluate.latency import batch1_latency_ms
 from ..evaluate.predictions import Predictions, compare_parts
 from ..features.batches import calibration_batches, calibration_rows
 from ..models import load_model
@@ -54,11 +53,6 @@ def guard(val: Optional[Scored], spec) -> dict:
     fa, qa = fm["accuracy"], qm["accuracy"]
     return {"guard": "near-chance check on val accuracy", "degraded": near_chance(fa, qa, spec.num_classes),
             "float_val_accuracy": fa, "val_accuracy": qa, "val_items": fm["items"]}
-
-
-def batch1_latency_ms(model: nn.Module, feature_shape, runs: int, warmup: int = 5) -> float:
-    """Median wall time of one forward pass on a batch of 1, with one CPU thread."""
-    return round(cpu_latency(model, torch.randn(1, *feature_shape), runs, warmup, threads=1)["median_ms"], 4)
 
 
 def latencies(float_model: nn.Module, quant_path: Path, spec, backend: str, runs: int) -> dict:
@@ -101,7 +95,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         train = (ctx.batches("train", cfg.train.batch_size, shuffle=True, seed=cfg.seed)
                  if qc.method == "qat" else None)
         folder = ctx.run.path / "model"
-        qmodel, step, report = q.quantize(float_model, spec, calib, qc, folder, train, progress)
+        teacher = ctx.parent_model()[0] if qc.method == "qat" and cfg.distill.enabled else None
+        qmodel, step, report = q.quantize(float_model, spec, calib, qc, folder, train, progress, teacher, cfg.distill)
         spec.compression = [*spec.compression, step]
         atomic_write_json(folder / "arch.json", spec.to_dict())
 
@@ -113,6 +108,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "model": spec.name, "method": qc.method, "format": step["format"], "backend": qc.backend,
             "engine": step["engine"], "compute": step["compute"], "calibration": step.get("observer"),
             "calibration_batches": len(calib), "calibration_rows": rows.tolist(), **guard(val, spec),
+            "distill": cfg.distill.model_dump() if teacher is not None else None,
         }
         # the guard has decided (on validation): only now is the test part scored, to report
         test = score("test")

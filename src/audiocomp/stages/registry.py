@@ -112,7 +112,7 @@ def run_stage(stage: str, call: StageCall):
     return (d.call or _from_parent)(d, call)
 
 
-MODEL_STAGES = ("train", "prune", "quantize")  # the stages whose runs hold a model/ the others can read
+MODEL_STAGES = ("train", "prune", "quantize", "compress")  # the stages whose runs hold a model/ the others can read
 
 # One line per stage. Keep `sections` in step with what the stage reads: an edit there recomputes its runs
 # (and their descendants, whose names carry their parents' names). Settings that change how fast a stage
@@ -121,9 +121,11 @@ register(StageDef("synth", "synth", ("data", "synth"), call=_data_stage, subject
 register(StageDef("prepare", "prepare", ("data", "features", "split"), ("synth",), optional_parent=True,
                   call=_data_stage, subject="dataset"))
 register(StageDef("train", "train", ("model", "train"), ("prepare",), call=_train))
-register(StageDef("prune", "prune", ("prune", "train"), MODEL_STAGES))
+register(StageDef("prune", "prune", ("prune", "train", "distill"), MODEL_STAGES))
 register(StageDef("prune-sensitivity", "prune", ("prune", "train"), MODEL_STAGES, function="sensitivity"))
-register(StageDef("quantize", "quantize", ("quantize", "train"), MODEL_STAGES))
+register(StageDef("quantize", "quantize", ("quantize", "train", "distill"), MODEL_STAGES))
+register(StageDef("compress", "compress", ("compress", "prune", "quantize", "train", "distill"),
+                  MODEL_STAGES))
 register(StageDef("eval", "evaluate", ("eval",), MODEL_STAGES))
 register(StageDef("bench", "bench", ("bench",), MODEL_STAGES))
 register(StageDef("export", "export", ("export",), MODEL_STAGES))

@@ -71,7 +71,9 @@ def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
         made.append(("Per-method comparison", "methods.png"))
     for r in runs:
         for src, caption in ((r.path / "curves.png", f"Training curves of {r.name}"),
-                             (r.path / "confusion.png", f"Confusion matrix of {r.name}")):
+                             (r.path / "confusion.png", f"Confusion matrix of {r.name}"),
+                             (r.path / "front-size.png", f"Compress front of {r.name}: validation accuracy vs "
+                                                         "file size, every rung (FP32 and INT8); front.md in the run")):
             if r.status == "done" and src.is_file():
                 dest = f"{r.name}-{src.name}"
                 atomic_copy(src, out / dest)

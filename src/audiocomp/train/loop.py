@@ -17,13 +17,14 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, DistillConfig, TrainConfig
 from ..evaluate.scoring import loss_fn, predict_scores, score_metrics
 from ..features.batches import ArrayBatches
 from ..models.io import atomic_torch_save, safe_torch_load
 from . import distributed
 from .augment import augment_batch, mixup
 from .device import resolve_precision, uses_conv2d
+from .distill import objective
 from .distributed import Dist
 
 
@@ -117,12 +118,14 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         multilabel: bool, ckpt_dir: Path, log: Callable[[dict], None], device: torch.device,
         resume: bool = False, progress: bool = True, seed: int = 0, dist: Dist = Dist(),
         reset_log: Optional[Callable[[list[dict]], None]] = None,
-        on_best: Optional[Callable[[nn.Module], None]] = None) -> FitResult:
+        on_best: Optional[Callable[[nn.Module], None]] = None, teacher: Optional[nn.Module] = None,
+        distill: Optional[DistillConfig] = None) -> FitResult:
     """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights of
     the best epoch on the validation monitor, or of the last epoch when there is no validation part) in
     `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
     stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
-    after the last checkpoint is run again, not logged twice)."""
+    after the last checkpoint is run again, not logged twice). With `teacher` and `distill.enabled`, the loss
+    is distilled from the (frozen) teacher's outputs on the same inputs (distill.py)."""
     from tqdm import tqdm
 
     model.to(device)
@@ -145,6 +148,9 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     opt = make_optimizer(model.parameters(), cfg)
     sched, per_batch = make_scheduler(opt, cfg, len(train))
     crit = loss_fn(multilabel, cfg.label_smoothing)
+    if teacher is not None and distill is not None and distill.enabled:
+        teacher.to(device)
+    train_loss = objective(crit, teacher, distill, multilabel)
     has_val = val is not None and len(val.rows) > 0
     result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
     start_epoch, bad_epochs = 0, 0
@@ -187,7 +193,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
             with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
                 logits = net(x)
-            loss = crit(logits.float(), target)  # the loss (and softmax) in float32 whatever the precision
+            loss = train_loss(x, logits.float(), target)  # the loss (and softmax) in float32 whatever the precision
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if cfg.grad_clip:

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from ...config import ConfigError, QuantizeConfig
+from ...config import ConfigError, DistillConfig, QuantizeConfig
 from ...models.base import ModelSpec
 from ...registry import Registry
 from .. import torch_ao
@@ -35,6 +35,8 @@ class Context:
     folder: Path  # receives the artifact
     train_batches: Optional[object] = None  # QAT fine-tuning data (training split)
     progress: bool = False
+    teacher: Optional[nn.Module] = None  # QAT: distilled from this model (the float parent) when distill.enabled
+    distill: Optional[DistillConfig] = None
     report: dict = field(default_factory=dict)  # extra facts a quantizer wants in metrics.json
 
 
@@ -54,13 +56,15 @@ def check_options(cfg: QuantizeConfig) -> None:
 
 
 def quantize(model: nn.Module, spec: ModelSpec, calibration: list, cfg: QuantizeConfig, folder: Path | str,
-             train_batches=None, progress: bool = False) -> tuple[nn.Module, dict, dict]:
-    """Quantize a float AudioClassifier; writes the artifact into `folder`. Returns (model, step, report)."""
+             train_batches=None, progress: bool = False, teacher: Optional[nn.Module] = None,
+             distill: Optional[DistillConfig] = None) -> tuple[nn.Module, dict, dict]:
+    """Quantize a float AudioClassifier; writes the artifact into `folder`. Returns (model, step, report).
+    QAT fine-tuning is distilled from `teacher` when `distill.enabled`."""
     check_options(cfg)
     key = f"{cfg.backend}:{cfg.method}"
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ctx = Context(spec, cfg, calibration, folder, train_batches, progress)
+    ctx = Context(spec, cfg, calibration, folder, train_batches, progress, teacher, distill)
     qmodel, step = QUANTIZERS.get(key)(copy.deepcopy(model).eval(), ctx)
     step = {"stage": "quantize", "method": cfg.method, "backend": cfg.backend, "format": FORMATS[key], **step}
     return qmodel.eval(), step, ctx.report

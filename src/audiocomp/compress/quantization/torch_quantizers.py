@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from ...config import QuantizeConfig
+from ...evaluate.scoring import loss_fn
 from ...models.io import atomic_torch_save
+from ...train.distill import objective
 from .. import torch_ao
 from .registry import QUANTIZERS, Context, example, keep_float_layers
 
@@ -79,8 +81,9 @@ def _torch_static(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
 
 @QUANTIZERS.register("torch:qat")
 def _torch_qat(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
-    """Fake-quantized fine-tuning from the float weights; BN statistics and observers are frozen for
-    the last epoch so the final scales match what the INT8 model will see."""
+    """Fake-quantized fine-tuning from the float weights (distilled from the float parent when
+    distill.enabled); BN statistics and observers are frozen for the last epoch so the final scales match
+    what the INT8 model will see."""
     from tqdm import tqdm
 
     if ctx.train_batches is None:
@@ -89,7 +92,7 @@ def _torch_qat(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
     float_layers = keep_float_layers(model, ctx.cfg)
     model.backbone = torch_ao.prepare(model.backbone, model.preprocess(example(ctx.spec, 2)), engine, qat=True,
                                       float_names=float_layers)
-    crit = nn.BCEWithLogitsLoss() if ctx.spec.multilabel else nn.CrossEntropyLoss()
+    crit = objective(loss_fn(ctx.spec.multilabel), ctx.teacher, ctx.distill, ctx.spec.multilabel)
     opt = torch.optim.Adam(model.parameters(), lr=ctx.cfg.qat_lr)
     history = []
     for epoch in range(ctx.cfg.qat_epochs):
@@ -100,7 +103,7 @@ def _torch_qat(model: nn.Module, ctx: Context) -> tuple[nn.Module, dict]:
         ctx.train_batches.set_epoch(epoch)
         for x, y in tqdm(ctx.train_batches, desc=f"qat {epoch + 1}/{ctx.cfg.qat_epochs}", leave=False,
                          disable=not ctx.progress):
-            loss = crit(model(x), y)
+            loss = crit(x, model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

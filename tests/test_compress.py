@@ -1,0 +1,178 @@
+"""`audiocomp compress`: the selection rule on fixed numbers, the ladder's ratios, and the stage end to end on
+the tiny synthetic set (the right rung from fixed validation scores, test never read before the choice,
+resume, the chosen model read by eval, the CLI)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from audiocomp.compress.ladder import ladder, mark_fronts, rung_name, select, step_ratio
+from audiocomp.config import ConfigError
+
+
+def _row(rung, form, acc, size, macs, lat):
+    return {"rung": rung, "form": form, "val_accuracy": acc, "file_bytes": size, "zipped_bytes": size,
+            "macs": macs, "latency_ms": lat}
+
+
+ROWS = [_row("parent", "fp32", 0.90, 1000, 100, 1.0), _row("parent", "int8", 0.85, 300, 100, 0.5),
+        _row("s-50", "fp32", 0.895, 400, 30, 0.4), _row("s-50", "int8", 0.89, 120, 30, 0.6),
+        _row("s-75", "fp32", 0.80, 100, 10, 0.1), _row("s-75", "int8", 0.70, 40, 10, 0.2)]
+
+
+def test_select_smallest_within_max_drop_by_each_target():
+    assert select(ROWS, 0.90, 0.01, "size")["rung"] == "s-50" and select(ROWS, 0.90, 0.01, "size")["form"] == "int8"
+    assert (select(ROWS, 0.90, 0.01, "macs")["rung"], select(ROWS, 0.90, 0.01, "macs")["form"]) == ("s-50", "int8")
+    assert (select(ROWS, 0.90, 0.01, "latency")["rung"], select(ROWS, 0.90, 0.01, "latency")["form"]) == ("s-50", "fp32")
+    assert select(ROWS, 0.90, 0.0, "size")["rung"] == "parent"  # only the parent itself is within 0 points
+    assert select(ROWS, 0.90, 0.2, "size")["rung"] == "s-75"
+    sparse = {**ROWS[3], "rung": "h-50", "zipped_bytes": 60}  # same file, more zeros: smaller zipped
+    assert select([*ROWS, sparse], 0.90, 0.01, "size")["rung"] == "h-50"
+    marked = mark_fronts(ROWS)
+    assert [r["front_size"] for r in marked] == [True, False, True, True, True, True]
+    assert not marked[1]["front_macs"] and marked[4]["front_macs"]
+
+
+def test_ladder_ratios_compound_to_the_parents_channels():
+    rungs = ladder([0.5, 0.25, 0.75])
+    assert [r for r, _ in rungs] == [0.25, 0.5, 0.75]
+    kept = 1.0
+    for ratio, step in rungs:
+        kept *= 1 - step
+        assert kept == pytest.approx(1 - ratio)
+    assert step_ratio(0.5, 0.75) == pytest.approx(0.5)
+    assert rung_name("hybrid", 0.7) == "hybrid-70" and rung_name("structured", 0.125) == "structured-125pm"
+
+
+def _cfg(cfg, **compress):
+    cc = cfg.compress.model_copy(update={"methods": ["structured"], "ratios": [0.5, 0.75], "finetune_epochs": 1,
+                                         "latency_runs": 3, **compress})
+    qc = cfg.quantize.model_copy(update={"calibration_batches": 2})
+    return cfg.model_copy(update={"compress": cc, "quantize": qc})
+
+
+FIXED = {"parent/fp32": 0.90, "parent/int8": 0.85, "structured-50/fp32": 0.85, "structured-50/int8": 0.89,
+         "structured-75/fp32": 0.80, "structured-75/int8": 0.70}
+
+
+def test_compress_picks_the_right_rung_and_reads_test_only_after(trained_run, monkeypatch, tmp_path):
+    from audiocomp.stages import compress, compress_rungs, evaluate, export
+    from audiocomp.stages.context import StageContext
+
+    runs, model_run, cfg = trained_run
+    calls = []
+    real_score, real_select, real_rung = StageContext.score, compress.select, compress_rungs.score_rung
+
+    def score(self, model, spec, parts):
+        calls.extend(parts)
+        return real_score(self, model, spec, parts)
+
+    def select(*a, **k):
+        calls.append("select")
+        return real_select(*a, **k)
+
+    def fixed(ctx, model, spec, label):  # real predictions, fixed validation accuracies
+        scores, pred = real_rung(ctx, model, spec, label)
+        return {**scores, "val_accuracy": FIXED[label], "val_accuracy_low": None, "val_accuracy_high": None}, pred
+
+    monkeypatch.setattr(StageContext, "score", score)
+    monkeypatch.setattr(compress, "select", select)
+    monkeypatch.setattr(compress_rungs, "score_rung", fixed)
+    run = compress.run(_cfg(cfg), model_run, tmp_path / "runs", name="c", progress=False)
+    m = run.metrics()
+    assert (m["chosen"]["rung"], m["chosen"]["form"]) == ("structured-50", "int8")
+    assert calls.index("select") < calls.index("test") and "test" not in calls[:calls.index("select")]
+    assert calls.count("test") == 2  # the chosen model and its parent, once each
+    # model/ is the chosen INT8 graph, its float form the reference; eval reads it like any model
+    arch = json.loads((run.path / "model/arch.json").read_text())
+    assert arch["compression"][-1]["format"] == "onnx-int8-static" and (run.path / "model/model.onnx").is_file()
+    assert (run.path / "float_model/model.pt").is_file()
+    assert m["model_facts"]["file_bytes"] == (run.path / "model/model.onnx").stat().st_size
+    assert m["size_reduction"] > 1 and m["macs_reduction"] > 1 and "test" in m["vs_parent"]
+    front = (run.path / "front.csv").read_text().splitlines()
+    assert len(front) == 1 + 6 and (run.path / "front.md").is_file() and (run.path / "front-size.png").is_file()
+    ev = evaluate.run(cfg, run, tmp_path / "runs", progress=False).metrics()
+    assert ev["accuracy"] == pytest.approx(m["test_accuracy"])
+    # export checks the INT8 graph against the chosen rung's float form (float_model/), not the unpruned parent
+    exported = export.run(cfg, run, tmp_path / "runs").metrics()
+    assert exported["rule"] == "int8 vs float parent" and exported["top1_agreement"] >= 0.9
+
+
+def test_compress_resumes_after_the_last_finished_rung(trained_run, monkeypatch, tmp_path):
+    from audiocomp.stages import compress, compress_rungs
+
+    runs, model_run, cfg = trained_run
+    cfg = _cfg(cfg, finetune_epochs=0, int8=False)
+    pruned = []
+    real = compress_rungs.prune_rung
+
+    def crash_at_75(ctx, model, spec, method, ratio, *a):
+        if ratio == 0.75:
+            raise RuntimeError("killed")
+        pruned.append(ratio)
+        return real(ctx, model, spec, method, ratio, *a)
+
+    monkeypatch.setattr(compress_rungs, "prune_rung", crash_at_75)
+    with pytest.raises(RuntimeError, match="killed"):
+        compress.run(cfg, model_run, tmp_path / "runs", name="c", progress=False)
+    first = (tmp_path / "runs/c/rungs/structured-50/rung.json").read_text()
+
+    def count(ctx, model, spec, method, ratio, *a):
+        pruned.append(ratio)
+        return real(ctx, model, spec, method, ratio, *a)
+
+    monkeypatch.setattr(compress_rungs, "prune_rung", count)
+    run = compress.run(cfg, model_run, tmp_path / "runs", name="c", progress=False)
+    assert pruned == [0.5, 0.75] and run.status == "done"  # 0.5 once (before the crash), then only 0.75
+    assert (run.path / "rungs/structured-50/rung.json").read_text() == first
+    assert {r["rung"] for r in run.metrics()["rungs"]} == {"parent", "structured-50", "structured-75"}
+    assert compress.run(cfg, model_run, tmp_path / "runs", name="c", progress=False).path == run.path  # done: kept
+
+
+def test_compress_cli_help_and_bad_target(trained_run):
+    from audiocomp.cli import app
+
+    runs, model_run, _ = trained_run
+    out = CliRunner().invoke(app, ["compress", "--help"])
+    assert out.exit_code == 0 and "--max-drop" in out.output and "--jobs" in out.output
+    bad = CliRunner().invoke(app, ["compress", "--from", str(model_run.path), "--target", "speed"])
+    assert bad.exit_code == 2 and "compress.target" in bad.output
+    with pytest.raises(ConfigError, match="ratios"):
+        from audiocomp.config import load_config
+        load_config([], ["compress.ratios=[0.5,1.0]"])
+
+
+def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
+    """--jobs 2: the structured and hybrid ladders in two worker processes give the rungs one process gives
+    (fine-tuned with distillation from the parent, which each worker loads itself)."""
+    from audiocomp.config import DistillConfig
+    from audiocomp.stages import compress
+
+    runs, model_run, cfg = trained_run
+    cfg = _cfg(cfg, methods=["structured", "hybrid"], ratios=[0.5], finetune_epochs=1, int8=False)
+    cfg = cfg.model_copy(update={"distill": DistillConfig(enabled=True, alpha=0.5, temperature=2.0)})
+    seq_run = compress.run(cfg, model_run, tmp_path / "runs", name="seq", progress=False)
+    assert seq_run.metrics()["distill"]["enabled"]
+    seq = seq_run.metrics()["rungs"]
+    par = compress.run(cfg, model_run, tmp_path / "runs", name="par", progress=False, jobs=2).metrics()["rungs"]
+    assert [r["rung"] for r in par] == ["parent", "structured-50", "hybrid-50"]
+    for a, b in zip(seq, par):
+        assert (a["rung"], a["val_accuracy"], a["parameters"], a["nonzero"]) == \
+            (b["rung"], b["val_accuracy"], b["parameters"], b["nonzero"])
+    hybrid = next(r for r in par if r["rung"] == "hybrid-50")
+    assert hybrid["nonzero"] < hybrid["parameters"]  # magnitude zeros on top of the removed channels
+
+
+def test_compress_cli_end_to_end_prints_the_choice_and_the_test_interval(trained_run, tmp_path):
+    from audiocomp.cli import app
+
+    runs, model_run, _ = trained_run
+    out = CliRunner().invoke(app, ["compress", "--from", str(model_run.path), "--runs-dir", str(tmp_path / "runs"),
+                                   "--max-drop", "0.5", "--target", "macs", "--set", "compress.methods=[structured]",
+                                   "--set", "compress.ratios=[0.5]", "--set", "compress.finetune_epochs=0",
+                                   "--set", "compress.int8=false", "--set", "compress.latency_runs=3", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "chosen on validation: structured-50 (fp32)" in out.output  # 0.5 points allowed: the fewest MACs
+    assert "test (scored once, after the choice)" in out.output and "McNemar p=" in out.output
