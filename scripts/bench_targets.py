@@ -95,7 +95,7 @@ def main() -> None:
         run = prune.run(load_config([], common + extra), fp32, runs, force=True, progress=False, name=f"{tag}-{method}")
         m = run.metrics()
         res["prune"][method] = {"config": extra, "seconds": round(time.time() - t1, 1), "before": m["before"],
-                                "after": m["after"], "change": m["change"]}
+                                "after": m["after"], "change": m["change"], "vs_parent": m.get("vs_parent", {})}
         pruned[method] = run
         print(f"{method}: val {m['before']['val_accuracy']:.4f} -> {m['after']['val_accuracy']:.4f}, "
               f"test {m['before']['test_accuracy']:.4f} -> {m['after']['test_accuracy']:.4f}, "
@@ -108,7 +108,7 @@ def main() -> None:
         res["quantize"][name] = {"seconds": round(time.time() - t1, 1), **{k: m[k] for k in (
             "method", "engine", "guard", "degraded", "float_val_accuracy", "val_accuracy", "float_test_accuracy",
             "test_accuracy", "float_file_bytes", "file_bytes", "size_ratio", "latency_batch1_1thread", "covered_share",
-            "sqnr_db")}}
+            "sqnr_db")}, "vs_parent": m.get("vs_parent", {})}
         print(f"{name}: val {m['float_val_accuracy']:.4f} -> {m['val_accuracy']:.4f}, "
               f"test {m['float_test_accuracy']:.4f} -> {m['test_accuracy']:.4f}, size {m['size_ratio']:.3f}x, "
               f"latency {m['latency_batch1_1thread']['speedup_vs_float_eager']:.2f}x", flush=True)
@@ -142,29 +142,40 @@ def targets(res: dict) -> list[dict]:
              "met": bool(v >= lim if op == "ge" else v <= lim)} for name, v, lim, op in rows]
 
 
+def paired(r: dict) -> str:
+    """The paired test-accuracy change vs the parent: points [95% interval], McNemar p."""
+    d = r.get("vs_parent", {}).get("test")
+    if not d or d.get("low") is None:
+        return "-"
+    return f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['mcnemar_p']:.2g}"
+
+
 def table(res: dict) -> str:
     base = res["fp32_test_accuracy"]
     p = res["prune"]["taylor"]["before"]
     vbase = res["fp32_val_accuracy"]
     lines = [f"{res['dataset']}: FP32 test accuracy {base:.1%} (epoch kept: {res['selection']})",
-             "| model | val acc (change) | test acc (change) | params (non-zero) | MACs | file KB | sparse KB | "
-             "batch-1 1-thread ms |", "|---|---|---|---|---|---|---|---|",
-             f"| fp32 | {vbase:.1%} | {base:.1%} | {p['parameters']:,} | {p['macs'] / 1e6:.1f}M | "
+             "| model | val acc (change) | test acc (change) | paired test change vs parent, pt [95% CI] | params (non-zero) | "
+             "MACs | file KB | sparse KB | batch-1 1-thread ms |", "|---|---|---|---|---|---|---|---|---|",
+             f"| fp32 | {vbase:.1%} | {base:.1%} | - | {p['parameters']:,} | {p['macs'] / 1e6:.1f}M | "
              f"{p['file_bytes'] / 1e3:.0f} | {p['sparse_bytes'] / 1e3:.0f} | {p['latency']['median_ms']:.3f} |"]
     for method, r in res["prune"].items():
         a = r["after"]
         lines.append(f"| {method} | {a['val_accuracy']:.1%} ({100 * (a['val_accuracy'] - vbase):+.1f} pt) | "
-                     f"{a['test_accuracy']:.1%} ({100 * (a['test_accuracy'] - base):+.1f} pt) | "
+                     f"{a['test_accuracy']:.1%} ({100 * (a['test_accuracy'] - base):+.1f} pt) | {paired(r)} | "
                      f"{a['parameters']:,} ({a['nonzero']:,}) | {a['macs'] / 1e6:.1f}M | {a['file_bytes'] / 1e3:.0f} | "
                      f"{a['sparse_bytes'] / 1e3:.0f} | {a['latency']['median_ms']:.3f} |")
     for name, r in res["quantize"].items():
         lat = r["latency_batch1_1thread"]
         lines.append(f"| {name} ({r['method']}, {r['engine']}) | {r['val_accuracy']:.1%} "
                      f"({100 * (r['val_accuracy'] - vbase):+.1f} pt) | {r['test_accuracy']:.1%} "
-                     f"({100 * (r['test_accuracy'] - base):+.1f} pt) | - | - | {r['file_bytes'] / 1e3:.0f} | - | "
+                     f"({100 * (r['test_accuracy'] - base):+.1f} pt) | {paired(r)} | - | - | {r['file_bytes'] / 1e3:.0f} | - | "
                      f"{lat['quantized_ms']:.3f} (float eager {lat['float_eager_ms']:.3f}) |")
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |" for t in res["targets"]]
+    hybrid = res["prune"]["hybrid"]["change"]
+    lines += ["", f"Hybrid, like for like: the sparse encoding is {hybrid['sparse_vs_zipped_dense_original']:.2f}x "
+              "smaller than the zipped dense original (both compressed)."]
     return "\n".join(lines)
 
 
