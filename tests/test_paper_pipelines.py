@@ -132,3 +132,45 @@ def test_the_paper_mappings_name_the_right_published_rows():
     esc = published("esc-urbansound-cnn-lstm", "esc50")
     assert esc["cnn"] == "esc-us8k-cnn/cnn: 92.0%" and esc["cnn-hybrid"] == "esc-us8k-cnn/hybrid-pruned: 89.0%"
     assert {k for k, v in esc.items() if v is not None} == {"cnn", "cnn-hybrid"}  # cnn-taylor, cnn-magnitude: none
+
+
+OURS = {"ours-cnn", "ours-cnn-compressed", "ours-lstm", "ours-cnn-raw", "ours-lstm-raw"}
+
+
+def test_ours_pipeline_is_labelled_ours_and_chooses_on_a_large_validation_part():
+    """ours.yaml: our rows map to no published row while the faithful rows keep theirs (so a report of both
+    pipelines sets the study's numbers beside the faithful rows only); >= 20% of the training folds validate."""
+    from audiocomp.report.papers import check_mapping, load_papers, published_for
+
+    steps = pipeline.plan(PAPER / "esc-urbansound-cnn-lstm" / "ours.yaml", check=False)
+    assert {s.spec.id for s in steps if s.stage in MODEL_STAGES} == OURS
+    mapping = next(s for s in steps if s.stage == "report").cfg.report.published
+    mapped = check_mapping(mapping, load_papers())
+    assert all(published_for({"run": i, "dataset": "esc50"}, mapped) is None for i in OURS)
+    assert published_for({"run": "cnn", "dataset": "esc50"}, mapped) == "esc-us8k-cnn/cnn: 92.0%"
+    assert all(s.cfg.split.val_fraction >= 0.2 for s in steps if s.stage != "report")
+    cfg = {s.spec.id: s.cfg for s in steps}
+    assert (cfg["ours-cnn"].train.optimizer, cfg["ours-cnn"].train.augment.mixup_alpha) == ("adamw", 0.2)
+    assert cfg["ours-cnn-raw"].train.augment.gain_db > 0 and cfg["ours-lstm"].model.name == "lstm"
+    assert cfg["ours-cnn-compressed"].compress.max_drop == 0.01
+
+
+@pytest.mark.slow
+def test_ours_pipeline_runs_tiny(tmp_path, tiny_overrides):
+    path, dropped = available_copy(PAPER / "esc-urbansound-cnn-lstm" / "ours.yaml", tmp_path / "p.yaml")
+    assert not dropped
+    root = synth_in_layout(tmp_path / "ESC-50", "esc50")
+    sets = tiny(tiny_overrides, root) + [
+        "ours-cnn:model.kwargs.channels=[8,16]", "ours-cnn-compressed:model.kwargs.channels=[8,16]",
+        "ours-cnn-raw:model.kwargs.channels=[8,16]", "ours-lstm:model.kwargs.hidden_size=16",
+        "ours-lstm-raw:model.kwargs.hidden_size=16", "compress.methods=[structured]", "compress.ratios=[0.5]",
+        "compress.finetune_epochs=1", "compress.latency_runs=3", "bench.iterations=3", "bench.warmup=1"]
+    summary = pipeline.run(path, sets, tmp_path / "runs", tmp_path / "out", progress=False, quiet=True)
+    assert summary["status"] == "done"
+    rows = {r["run"]: r for r in report_rows(summary)}
+    # no row has a published counterpart, so the report leaves the column out
+    assert OURS <= set(rows) and not any(rows[i].get("published") for i in OURS)
+    steps = {s["id"]: s for s in summary["stages"]}
+    compressed = Run(tmp_path / "runs" / steps["ours-cnn-compressed"]["run"]).metrics()
+    assert compressed["selection"].startswith("val:") and compressed["chosen"]["rung"]
+    assert "test_drop" in compressed and compressed["vs_parent"]["test"]["low"] is not None
