@@ -278,3 +278,25 @@ def test_bf16_channels_last_training_resumes_exactly(tmp_path):
     assert untimed == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in straight_log]
     assert len(first) == 2 and len(rest) == 2
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_the_kept_model_is_the_moving_average_of_the_weights(tmp_path):
+    """train.ema_decay: best.pt holds the exponential moving average of the weights after every step (the
+    first step copied, then e = d e + (1 - d) w), computed here by hand from plain runs of 1, 2 and 3 steps."""
+    x, y = toy()
+    data = ArrayBatches(x, y, range(96), 96)  # one step per epoch
+
+    def weights_after(epochs: int, **kw) -> dict:
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=epochs, batch_size=96, optimizer="sgd", lr=0.5, deterministic=True, **kw)
+        out = tmp_path / f"{epochs}-{kw}"
+        fit(small_net(), data, None, cfg, 3, False, out, lambda r: None, torch.device("cpu"), progress=False)
+        return {k: v for k, v in torch.load(out / "best.pt").items() if k.endswith(("weight", "bias"))}
+
+    steps = [weights_after(k) for k in (1, 2, 3)]
+    d = 0.8
+    by_hand = {k: d * (d * steps[0][k] + (1 - d) * steps[1][k]) + (1 - d) * steps[2][k] for k in steps[0]}
+    averaged = weights_after(3, ema_decay=d)
+    for k in by_hand:
+        torch.testing.assert_close(averaged[k], by_hand[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(averaged[k], steps[2][k]) for k in by_hand)  # not the last step's weights

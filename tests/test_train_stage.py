@@ -57,7 +57,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path, tiny_overri
     epochs = 6
     args = _sets(tiny_overrides + [f"train.epochs={epochs}", "train.batch_size=8", "model.kwargs.channels=[16,32]",
                                    "train.threads=1", "train.scheduler=cosine", "train.augment.spec_time_mask=4",
-                                   "train.augment.mixup_alpha=0.2"])
+                                   "train.augment.mixup_alpha=0.2", "train.ema_decay=0.9"])
     runs = tmp_path / "runs"
     cli = CliRunner()
     straight = cli.invoke(app, ["train", "--runs-dir", str(runs), "-q", "--name", "straight", *args])

@@ -88,6 +88,9 @@ class TrainConfig(Section):
     gamma: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     grad_clip: Optional[float] = Field(None, gt=0)
+    # exponential moving average of the weights and BN statistics, updated every step: validation, the kept
+    # epoch and model/ use the average (a steadier, usually better model on small sets). None: off
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1)
     early_stopping: Optional[int] = Field(None, ge=1)  # patience in epochs on the validation metric
     # picks the best epoch; auto: val_accuracy (single-label) or val_map (multi-label)
     monitor: Literal["auto", "val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "auto"

@@ -1,10 +1,11 @@
 """The training loop: epochs with a progress bar, validation, `last`/`best` checkpoints every epoch, exact
 resume after an interruption, early stopping, mixed precision (float16 on CUDA, bfloat16 on CPUs with native
-bf16) and channels_last for 2-D conv models, optional torch.compile and DDP (distributed.py).
+bf16) and channels_last for 2-D conv models, an optional moving average of the weights (train.ema_decay),
+optional torch.compile and DDP (distributed.py).
 
 Exact resume: everything random is either re-derived from (seed, epoch, rank) (data order, augmentation
-draws) or saved in `last.pt` at the end of every epoch (model, optimizer, scheduler, AMP scaler, the torch
-RNG states of every rank for dropout), so an interrupted run continued with --resume computes the same
+draws) or saved in `last.pt` at the end of every epoch (model, weight average, optimizer, scheduler, AMP
+scaler, the torch RNG states of every rank for dropout), so an interrupted run continued with --resume computes the same
 numbers as one that never stopped (CPU, deterministic mode)."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import ConfigError, DistillConfig, TrainConfig
 from ..evaluate.scoring import loss_fn, predict_scores, score_metrics
@@ -104,9 +106,10 @@ def _better(value: float, best: Optional[float], monitor: str) -> bool:
 TIMING_KEYS = ("epoch_seconds", "samples_per_second", "wall_seconds", "cpu_seconds", "train_seconds", "train_cpu_seconds")
 
 
-def _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
+def _checkpoint_state(model, ema, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs) -> dict:
     rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
+    return {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "scaler": scaler.state_dict() if use_amp else None,
             "rng": distributed.gather((torch.get_rng_state(), rng_cuda)),  # one (cpu, cuda) pair per rank
@@ -125,7 +128,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
     stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
     after the last checkpoint is run again, not logged twice). With `teacher` and `distill.enabled`, the loss
-    is distilled from the (frozen) teacher's outputs on the same inputs (distill.py)."""
+    is distilled from the (frozen) teacher's outputs on the same inputs (distill.py). With cfg.ema_decay, the
+    moving average of the weights is what is validated, kept in `best.pt` and passed to `on_best`."""
     from tqdm import tqdm
 
     model.to(device)
@@ -146,6 +150,10 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     use_amp = precision == "fp16"  # float16 needs loss scaling; bfloat16 has float32's range
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     opt = make_optimizer(model.parameters(), cfg)
+    # the average follows the parameters and the BN statistics, so it can be validated as it is
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) \
+        if cfg.ema_decay else None
+    scored = ema.module if ema is not None else model  # what is validated and kept
     sched, per_batch = make_scheduler(opt, cfg, len(train))
     crit = loss_fn(multilabel, cfg.label_smoothing)
     if teacher is not None and distill is not None and distill.enabled:
@@ -158,6 +166,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     if resume and last.exists():
         state = safe_torch_load(last)
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler"):
             sched.load_state_dict(state["scheduler"])
@@ -201,6 +211,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             if sched is not None and per_batch:
                 sched.step()
             total_loss += float(loss.detach()) * len(y)
@@ -217,8 +229,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         if not multilabel:
             record["train_accuracy"] = correct / max(seen, 1)
         if has_val:
-            distributed.sync_buffers(model)  # every rank evaluates the same model, so all stop together
-            scores, targets, vloss = predict_scores(model, val, device, multilabel)
+            distributed.sync_buffers(scored)  # every rank evaluates the same model, so all stop together
+            scores, targets, vloss = predict_scores(scored, val, device, multilabel)
             m = score_metrics(scores, targets, num_classes, multilabel)
             record["val_loss"] = vloss
             for key in ("accuracy", "macro_f1", "map"):
@@ -237,13 +249,13 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             result.best_epoch, result.best_value, bad_epochs = epoch + 1, value, 0
         else:
             bad_epochs += 1
-        state = _checkpoint_state(model, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs)
+        state = _checkpoint_state(model, ema, opt, sched, scaler, use_amp, device, epoch, result, bad_epochs)
         if dist.is_main:
             if improved:
-                atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                atomic_torch_save({k: v.detach().cpu().contiguous() for k, v in scored.state_dict().items()},
                                   ckpt_dir / "best.pt")
                 if on_best:
-                    on_best(model)
+                    on_best(scored)
             atomic_torch_save(state, last)  # before the log line: a resume rewrites the log from here
             log(record)
         if cfg.early_stopping and bad_epochs >= cfg.early_stopping:
