@@ -11,7 +11,8 @@ round so that a noisy neighbour on a shared machine slows them alike; the median
 the speed-up, in samples per wall second and in samples per CPU second (all threads; with one thread, what an
 idle core would do whatever the other jobs on a shared machine do). Accuracy: each variant trains --epochs (per
 case), --seeds paired runs (one seed: the same initial weights, data order and augmentation draws for both
-variants); the per-item validation probabilities go to bench_train_val.npz for paired intervals.
+variants); the paired difference fast - fp32 (items resampled with all their seeds) is printed and saved, and
+the per-item validation probabilities go to bench_train_val.npz.
 
 Usage: python scripts/bench_train.py [--fsdd ../shared/data/fsdd] [--us8k ../shared/data/urbansound8k_subset]
        [--runs-dir runs] [--out bench-results] [--threads 1] [--cases fsdd-cnn,fsdd-lstm,us8k-cnn]
@@ -37,6 +38,7 @@ from audiocomp.stages import prepare
 from audiocomp.features.prepared import split_batches
 from audiocomp.train.spec import model_spec
 from audiocomp.evaluate.scoring import predict_scores, score_metrics
+from audiocomp.evaluate.stats import format_paired, paired_difference
 from audiocomp.train.device import cpu_has_native_bf16, seed_everything
 from audiocomp.train.loop import fit
 
@@ -173,6 +175,16 @@ def summarise(accuracy: list[dict]) -> list[dict]:
     return out
 
 
+def fast_vs_fp32(val_arrays: dict, case: str, seeds: int) -> dict:
+    """Validation accuracy of "fast" minus "fp32", paired item by item and pooled over the seeds (each seed a
+    paired run); the bootstrap resamples validation items with all their seeds, so seeds are not counted as
+    independent items."""
+    targets = val_arrays[f"{case}/targets"]
+    correct = {v: np.concatenate([val_arrays[f"{case}/seed{k}/{v}/scores"].argmax(1) == targets for k in range(seeds)])
+               for v in ACCURACY_VARIANTS}
+    return paired_difference(correct["fp32"], correct["fast"], groups=np.tile(np.arange(len(targets)), seeds))
+
+
 def data_path(cfg, prepared, spec, rounds: int, ckpt: Path) -> dict:
     """Store versus in-memory batches, fast path, best of `rounds` interleaved one-epoch runs."""
     store = split_batches(prepared, "train", cfg.train.batch_size, shuffle=True, seed=0)
@@ -235,7 +247,9 @@ def main() -> None:
     result = {"benchmark": "train", "load_average": os.getloadavg(), "torch_threads": torch.get_num_threads(),
               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "cpu": platform.processor() or platform.machine(),
               "native_bf16": cpu_has_native_bf16(), "torch": torch.__version__, "throughput": rows,
-              "accuracy": accuracy, "accuracy_summary": summarise(accuracy), "data_path": data_rows}
+              "accuracy": accuracy, "accuracy_summary": summarise(accuracy), "data_path": data_rows,
+              "fast_vs_fp32": {case: fast_vs_fp32(val_arrays, case, args.seeds)
+                               for case in dict.fromkeys(a["case"] for a in accuracy)}}
     (out / "bench_train.json").write_text(json.dumps(result, indent=2) + "\n")
     if val_arrays:
         np.savez_compressed(out / "bench_train_val.npz", **val_arrays)
@@ -254,6 +268,8 @@ def main() -> None:
             print(f"| {s['case']} | {s['variant']} | {s['precision']} | {s['epochs']} | {s['seeds']} | "
                   f"{s['val_accuracy_mean']:.3f} +- {s['val_accuracy_std']:.3f} | "
                   f"{', '.join(f'{a:.3f}' for a in s['val_accuracy'])} | {s['val_items']} | {s['median_epoch_samples_per_s']:.0f} |")
+        for case, d in result["fast_vs_fp32"].items():
+            print(f"{case}: fast - fp32 validation accuracy, paired over {args.seeds} seeds: {format_paired(d)}")
     if data_rows:
         print("\n| case | store samples/s | in-memory samples/s | store / memory |\n|---|---|---|---|")
         for r in data_rows:
