@@ -1,5 +1,6 @@
 """bench output schema (tiny iterations); report tables and plots from fixture runs; the demo's report."""
 import json
+import statistics
 
 import pytest
 
@@ -65,11 +66,16 @@ def test_report_tables_plots_and_published_numbers(bench_and_eval, tmp_path):
     result = report.run(load_config([], []), [runs], tmp_path)
     row = next(r for r in result["rows"] if r["run"] == "tiny-train")
     assert row["latency_torch_ms"] > 0 and row["latency_onnxruntime_ms"] > 0 and row["macs"] > 0 and row["size_mb"] > 0
+    # the training's cost, from the training run's own record
+    trained = json.loads((runs / "tiny-train" / "metrics.json").read_text())
+    assert row["train_cpu_min"] == pytest.approx(trained["train_cpu_seconds"] / 60)
+    assert row["train_samples_per_s"] == statistics.median(e["samples_per_second"] for e in trained["history"])
     md = (tmp_path / "report.md").read_text()
     assert ("| Model | Architecture | Compression | Format | Checkpoint chosen on | Train accuracy | "
             "Validation accuracy [95% CI] | "
             "Test accuracy [95% CI] |") in md
     assert "| torch eager, 1 thread, batch 1 (ms) | ONNX Runtime, 1 thread, batch 1 (ms) |" in md
+    assert "| Training CPU-minutes | Training samples/s |" in md
     assert "Published numbers (theirs, not measured here)" in md and "| gtzan-resnet152 | resnet152 | fp16 | 78.0% | 116 |" in md
     for plot in ("accuracy_vs_size.png", "accuracy_vs_latency_torch.png", "accuracy_vs_latency_onnxruntime.png",
                  "methods.png", "tiny-train-curves.png", "rep-eval-confusion.png"):

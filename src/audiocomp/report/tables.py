@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Union
@@ -68,6 +69,8 @@ COLUMNS = [
     Column("macs", "MACs", "{:,}"),
     *(Column(f"latency_{rt}_ms", f"{label}, 1 thread, batch 1 (ms)", "{:.2f}") for rt, label in RUNTIMES),
     *(Column(f"peak_rss_{rt}_mb", f"{label} fresh-process memory (MB)", "{:.0f}") for rt, label in RUNTIMES),
+    Column("train_cpu_min", "Training CPU-minutes", "{:.1f}"),
+    Column("train_samples_per_s", "Training samples/s", "{:.0f}"),
     Column("published", "Published (theirs)", "{}"),
 ]
 
@@ -114,6 +117,18 @@ def _selection(run: Run, metrics: dict) -> Optional[str]:
     return train.metrics().get("selection") if train is not None else None
 
 
+def training_cost(metrics: dict) -> dict:
+    """What a training run cost (validation included): CPU-minutes of all threads, and the median training
+    samples per wall second of its epochs; nothing for runs that record no training."""
+    cost = {}
+    if metrics.get("train_cpu_seconds") is not None:
+        cost["train_cpu_min"] = metrics["train_cpu_seconds"] / 60
+    rates = [e["samples_per_second"] for e in metrics.get("history") or [] if e.get("samples_per_second")]
+    if rates:
+        cost["train_samples_per_s"] = statistics.median(rates)
+    return cost
+
+
 def model_rows(runs: list[Run], names: Optional[dict[str, str]] = None) -> list[dict]:
     """One row per model run (any finished run holding a model/: train, prune, quantize), named by `names`
     (run name -> stage id) or by its run name; its latest finished eval run adds test metrics, model facts and
@@ -136,6 +151,7 @@ def model_rows(runs: list[Run], names: Optional[dict[str, str]] = None) -> list[
                "predictions": _predictions(r, m)}
         for key in ("train_accuracy", "val_accuracy", "test_accuracy", "test_macro_f1"):
             row[key] = m.get(key)
+        row.update(training_cost(m))
         ev_run, ev = evals.get(r.name, (None, None))
         if ev:
             row["test_accuracy"] = ev.get("accuracy", row["test_accuracy"])
