@@ -25,6 +25,9 @@ def test_pipeline_runs_named_by_the_old_code_keep_their_names():
     assert run_name("prepare", cfg) == "prepare-synth-91ab2125"
     assert run_name("train", cfg, ["prepare-synth-91ab2125"]) == "train-cnn-4d7be875f3"
     assert run_name("eval", cfg, ["train-cnn-4d7be875f3"]) == "eval-cnn-a28fe7c490"
+    # a setting added since names a run only when it is on
+    averaged = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ema_decay": 0.99})})
+    assert run_name("train", averaged, ["prepare-synth-91ab2125"]) != "train-cnn-4d7be875f3"
 
 
 def age(run: Path) -> None:

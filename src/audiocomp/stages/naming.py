@@ -9,7 +9,7 @@ stages say the dataset instead of the model; `prepare` keeps its own shorter for
 `prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
 runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
 (absent from every stage's sections) and the speed settings in VOLATILE; a switched-off section (SWITCHED: `distill` with
-`enabled: false`) names nothing either.
+`enabled: false`) names nothing either, nor does a setting added later while it is off (ADDED).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ VOLATILE = {("train", "threads"), ("features", "workers")}
 # Sections that change nothing while switched off (`enabled: false`): named only when on, so the runs made
 # before they existed keep their names.
 SWITCHED = ("distill",)
+# Settings added after runs were named, with their off value: named only when set, for the same reason.
+ADDED = {("train", "ema_decay"): None}
 
 
 def _sections(cfg: Config, sections: Sequence[str]) -> dict:
@@ -30,6 +32,9 @@ def _sections(cfg: Config, sections: Sequence[str]) -> dict:
     key = {s: data.get(s, {}) for s in sections}
     for section, k in VOLATILE:
         if isinstance(key.get(section), dict):
+            key[section].pop(k, None)
+    for (section, k), off in ADDED.items():
+        if isinstance(key.get(section), dict) and key[section].get(k, off) == off:
             key[section].pop(k, None)
     for section in SWITCHED:
         if section in key and not (key[section] or {}).get("enabled"):
