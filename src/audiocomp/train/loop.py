@@ -5,8 +5,8 @@ optional torch.compile and DDP (distributed.py).
 
 Exact resume: everything random is either re-derived from (seed, epoch, rank) (data order, augmentation
 draws) or saved in `last.pt` at the end of every epoch (model, weight average, optimizer, scheduler, AMP
-scaler, the torch RNG states of every rank for dropout), so an interrupted run continued with --resume computes the same
-numbers as one that never stopped (CPU, deterministic mode)."""
+scaler, the torch RNG states of every rank for dropout), so an interrupted run continued with --resume
+computes the same numbers as one that never stopped (CPU, deterministic mode)."""
 from __future__ import annotations
 
 import math
