@@ -3,6 +3,7 @@ training rows, reload in a fresh process, the near-chance guard, and the CLI end
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -72,7 +73,9 @@ def test_every_method_on_every_family(family, backend, method, tmp_path):
         assert cover["quantized_layers"] and not any("packed" in n.lower() or "_all_weight" in n
                                                      for n in cover["quantized_layers"])
     sqnr = q.sqnr_report(model, qmodel, step, _batches(spec.feature_shape, n=1))
-    assert "output" in sqnr and (backend == "onnxruntime" or len(sqnr) > 1)
+    # per layer, except where the runtime hides the layers: ONNX Runtime, and FP16 computed on a GPU (ComputeAs)
+    per_layer = backend == "torch" and not (method == "fp16" and torch.cuda.is_available())
+    assert "output" in sqnr and (len(sqnr) > 1) == per_layer
 
 
 def test_dynamic_on_a_cnn_says_it_covers_little(tmp_path):
@@ -198,7 +201,8 @@ def test_reload_in_a_fresh_process_gives_the_same_outputs(tones_root, tones_run,
             "m, _ = load_model(sys.argv[1]); x = torch.from_numpy(np.load(sys.argv[2])); "
             "np.save(sys.argv[3], m(x).detach().numpy())")
     subprocess.run([sys.executable, "-c", code, str(run.path / "model"), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-                   check=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, timeout=120)
+                   check=True, env={"PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+                                    "PATH": "/usr/bin:/bin"}, timeout=120)
     model, _ = load_model(run.path / "model")
     with torch.no_grad():
         np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -156,12 +156,12 @@ def test_torchrun_two_cpu_processes_on_gloo(tmp_path, tiny_overrides):
     runs = tmp_path / "runs"
     args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "audiocomp",
             "train", "--runs-dir", str(runs), "--name", "ddp", "-q",
-            *_sets(tiny_overrides + ["train.threads=1", "train.epochs=2"])]
+            *_sets(tiny_overrides + ["train.device=cpu", "train.threads=1", "train.epochs=2"])]
     proc = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("trained cnn") == 1  # rank 0 alone reports (and writes)
     run = Run(runs / "ddp")
-    assert run.status == "done" and run.manifest["world_size"] == 2
+    assert run.status == "done" and run.manifest["world_size"] == 2 and run.manifest["backend"] == "gloo"
     records = run.read_jsonl("metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
     split = json.loads((runs / run.parent("prepare").name / "splits.json").read_text())["splits"][0]

@@ -69,7 +69,9 @@ def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: 
     model.load_state_dict(safe_torch_load(ckpt / "best.pt"))
     model.cpu().eval()
     save_model(model, spec, out / "model")
-    scored = score_parts(model, prepared, spec, torch.device("cpu"), cfg.eval.batch_size, index)
+    # scored where it trained (float32): a ResNet-152 trained on a GPU would take minutes more on the CPU
+    scored = score_parts(model.to(device), prepared, spec, device, cfg.eval.batch_size, index)
+    model.cpu()
     metrics = {
         "model": spec.name, "parameters": parameter_counts(model)["parameters"], "seed": cfg.seed,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
@@ -163,7 +165,7 @@ def _train_run(cfg: Config, name: str, runs_dir, d: Dist, force: bool, resume: b
         with stage_run("train", cfg, name, runs_dir, force=force, resume=resume, parents=[parent],
                        device=str(device)) as run:
             if d.enabled:
-                run.update_manifest(world_size=d.world)
+                run.update_manifest(world_size=d.world, backend=distributed.backend())
             distributed.barrier()
             yield run
     else:

@@ -1,6 +1,7 @@
 """DistributedDataParallel under `torchrun`: NCCL on GPUs, gloo on CPUs, rank 0 does all the writing.
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op (world of one).
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything here is a no-op. Under torchrun even one
+process trains with DDP (a world of one), so that one GPU exercises the NCCL path that several would take.
 """
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # by torchrun (WORLD_SIZE set)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.launched
 
     @property
     def is_main(self) -> bool:
@@ -28,7 +30,8 @@ class Dist:
 
 
 def from_env() -> Dist:
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    env = os.environ
+    return Dist(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)), "WORLD_SIZE" in env)
 
 
 def init(device: torch.device) -> Dist:
@@ -44,6 +47,10 @@ def init(device: torch.device) -> Dist:
 def local_device(device: torch.device, d: Dist) -> torch.device:
     """One GPU per process: cuda -> cuda:LOCAL_RANK."""
     return torch.device("cuda", d.local_rank) if device.type == "cuda" and d.enabled else device
+
+
+def backend() -> str | None:
+    return dist.get_backend() if dist.is_initialized() else None
 
 
 def barrier() -> None:
