@@ -28,6 +28,10 @@ def test_pipeline_runs_named_by_the_old_code_keep_their_names():
     # a setting added since names a run only when it is on
     averaged = cfg.model_copy(update={"train": cfg.train.model_copy(update={"ema_decay": 0.99})})
     assert run_name("train", averaged, ["prepare-synth-91ab2125"]) != "train-cnn-4d7be875f3"
+    for key in ("time_stretch", "freq_shift"):  # nested in train.augment
+        augment = cfg.train.augment.model_copy(update={key: 0.1})
+        on = cfg.model_copy(update={"train": cfg.train.model_copy(update={"augment": augment})})
+        assert run_name("train", on, ["prepare-synth-91ab2125"]) != "train-cnn-4d7be875f3"
 
 
 def age(run: Path) -> None:

@@ -11,7 +11,7 @@ from torch import nn
 
 from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
-from audiocomp.train.augment import augment_batch, mixup
+from audiocomp.train.augment import augment_batch, mixup, resample
 from audiocomp.features.batches import ArrayBatches
 from audiocomp.evaluate.scoring import predict_scores, score_metrics
 from audiocomp.train.device import resolve_device
@@ -131,6 +131,38 @@ def test_augmentation_is_off_by_default_and_does_what_it_says():
 
     xm, soft = mixup(spec, torch.tensor([0, 1, 2, 0]), 0.4, 3, gen)
     assert soft.shape == (4, 3) and torch.allclose(soft.sum(1), torch.ones(4))
+
+
+def test_resample_moves_bins_and_stretches_time_as_documented():
+    floor = -80.0
+    x = torch.full((1, 1, 16, 40), floor)
+    x[0, 0, 5, 10:20] = 0.0  # a tone at bin 5 from frame 10 to 19
+    one = torch.ones(1)
+    up = resample(x, one, torch.zeros(1), torch.tensor([3.0]))  # 3 bins up: the tone at bin 8, same frames
+    torch.testing.assert_close(up, torch.roll(x, 3, dims=2), atol=1e-4, rtol=0)
+    down = resample(x, one, torch.zeros(1), torch.tensor([-2.0]))
+    torch.testing.assert_close(down, torch.roll(x, -2, dims=2), atol=1e-4, rtol=0)
+    # twice as slow, the window at the start: frames 0..19 become 0..39, so the tone spans frames 20..39
+    slow = resample(x, torch.tensor([2.0]), -one, torch.zeros(1))[0, 0, 5]
+    loud = (slow > -40).nonzero().flatten()
+    assert loud.min() in (19, 20, 21) and loud.max() == 39
+    # twice as fast, placed at the end: the clip in the last 20 frames, silence (the floor) before it
+    fast = resample(x, torch.tensor([0.5]), one, torch.zeros(1))
+    torch.testing.assert_close(fast[..., :19], torch.full_like(fast[..., :19], floor), atol=1e-4, rtol=0)
+    assert ((fast[0, 0, 5] > -40).nonzero().flatten() >= 24).all() and (fast[0, 0, 5] > -40).sum() == 5
+    assert fast[0, 0, 4].max() <= floor + 1e-4  # nothing leaks into other bins
+
+
+def test_stretch_and_shift_draw_within_their_ranges_from_the_generator():
+    x = torch.randn(64, 1, 16, 40)
+    cfg = AugmentConfig(time_stretch=0.25, freq_shift=2)
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and not torch.allclose(a, x)  # the same draws after a resume
+    assert a.min() >= x.min() - 1e-4 and a.max() <= x.max() + 1e-4  # bilinear: within the input's range
+    gen = torch.Generator().manual_seed(3)
+    rate = torch.exp((torch.rand(64, generator=gen) * 2 - 1) * torch.log1p(torch.tensor(0.25)))
+    assert 1 / 1.25 - 1e-6 <= rate.min() and rate.max() <= 1.25 + 1e-6 and rate.std() > 0.05
 
 
 def test_augmented_training_runs(tmp_path):

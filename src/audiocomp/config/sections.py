@@ -73,6 +73,12 @@ class AugmentConfig(Section):
     mixup_alpha: float = Field(0.0, ge=0)
     gain_db: float = Field(0.0, ge=0)  # random gain in [-gain_db, gain_db] (log-mel dB: an offset)
     time_shift: float = Field(0.0, ge=0, le=1)  # max circular shift, fraction of the clip (samples or frames)
+    # spectrograms: stretch time by a factor in [1/(1+s), 1+s] (a random crop when longer, silence-padded when
+    # shorter), and shift the mel bins up or down by up to freq_shift bins (about a semitone per bin in the
+    # upper bands of 64 mels at 22,050 Hz): the time-stretch and pitch-shift augmentations of SB-CNN, done on
+    # the spectrogram
+    time_stretch: float = Field(0.0, ge=0, le=1)
+    freq_shift: float = Field(0.0, ge=0)
     noise_std: float = Field(0.0, ge=0)  # waveform: Gaussian noise
 
 

@@ -24,7 +24,8 @@ VOLATILE = {("train", "threads"), ("features", "workers")}
 # before they existed keep their names.
 SWITCHED = ("distill",)
 # Settings added after runs were named, with their off value: named only when set, for the same reason.
-ADDED = {("train", "ema_decay"): None}
+ADDED = {("train", "ema_decay"): None, ("train", "augment", "time_stretch"): 0.0,
+         ("train", "augment", "freq_shift"): 0.0}
 
 
 def _sections(cfg: Config, sections: Sequence[str]) -> dict:
@@ -33,9 +34,12 @@ def _sections(cfg: Config, sections: Sequence[str]) -> dict:
     for section, k in VOLATILE:
         if isinstance(key.get(section), dict):
             key[section].pop(k, None)
-    for (section, k), off in ADDED.items():
-        if isinstance(key.get(section), dict) and key[section].get(k, off) == off:
-            key[section].pop(k, None)
+    for (section, *inner, k), off in ADDED.items():
+        d = key.get(section)
+        for part in inner:
+            d = d.get(part) if isinstance(d, dict) else None
+        if isinstance(d, dict) and d.get(k, off) == off:
+            d.pop(k, None)
     for section in SWITCHED:
         if section in key and not (key[section] or {}).get("enabled"):
             del key[section]

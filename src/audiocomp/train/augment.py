@@ -1,9 +1,13 @@
-"""Training-time augmentation (off by default): SpecAugment masks, gain, time shift and mixup for spectrograms;
-gain, time shift, noise and mixup for waveforms. Applied to a batch on the training device."""
+"""Training-time augmentation (off by default): time stretch and mel-bin shift, SpecAugment masks, gain, time
+shift and mixup for spectrograms; gain, time shift, noise and mixup for waveforms. Applied to a batch on the
+training device."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import AugmentConfig
 
@@ -11,6 +15,8 @@ from ..config import AugmentConfig
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
     b = x.shape[0]
     if x.dim() == 4:  # (B, 1, F, T) log-mel dB (ref 1.0): a gain is an offset, a time shift a roll of the frames
+        if cfg.time_stretch > 0 or cfg.freq_shift > 0:
+            x = stretch_and_shift(x, cfg.time_stretch, cfg.freq_shift, gen)
         if cfg.gain_db > 0:
             gain = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gain_db
             x = x + gain.to(x.device, x.dtype)
@@ -40,6 +46,31 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
         if cfg.noise_std > 0:
             x = x + cfg.noise_std * torch.randn(x.shape, generator=gen).to(x.device)
     return x
+
+
+def stretch_and_shift(x: torch.Tensor, stretch: float, shift: float, gen: torch.Generator) -> torch.Tensor:
+    """Each spectrogram of (B, 1, F, T) stretched in time by r, log r uniform in [-log(1+stretch),
+    log(1+stretch)], at a random place, and its bins moved by a uniform [-shift, shift] (see resample)."""
+    b = x.shape[0]
+    rate = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log1p(stretch))
+    place = torch.rand(b, generator=gen) * 2 - 1
+    bins = (torch.rand(b, generator=gen) * 2 - 1) * shift
+    return resample(x, rate, place, bins)
+
+
+def resample(x: torch.Tensor, rate: torch.Tensor, place: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of (B, 1, F, T): time slowed by `rate` (> 1: longer, a window of the stretched clip;
+    < 1: shorter, the clip inside silence), the window or clip at `place` in [-1, 1] (-1: the start), and
+    content moved `bins` bins up in frequency (negative: down). What comes from outside the clip is the item's
+    quietest value (silence)."""
+    b, _, f, t = x.shape
+    span = 1 / rate  # of the input seen per output width
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = span, place * (1 - span)  # time: input = output / rate + offset
+    theta[:, 1, 1], theta[:, 1, 2] = 1.0, -2 * bins / f  # frequency: input bin = output bin - bins
+    grid = F.affine_grid(theta, [b, 1, f, t], align_corners=False).to(x.device, x.dtype)
+    floor = x.amin(dim=(1, 2, 3), keepdim=True)
+    return F.grid_sample(x - floor, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + floor
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, num_classes: int, gen: torch.Generator):
