@@ -332,3 +332,14 @@ def test_the_kept_model_is_the_moving_average_of_the_weights(tmp_path):
     for k in by_hand:
         torch.testing.assert_close(averaged[k], by_hand[k], rtol=1e-5, atol=1e-6)
     assert any(not torch.allclose(averaged[k], steps[2][k]) for k in by_hand)  # not the last step's weights
+
+
+def test_torchrun_with_one_process_is_still_ddp(monkeypatch):
+    from audiocomp.train import distributed
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    assert not distributed.from_env().enabled  # a plain process: no process group
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    d = distributed.from_env()
+    assert d.enabled and (d.rank, d.world, d.local_rank) == (0, 1, 0)  # torchrun, one process: DDP of one
