@@ -7,7 +7,7 @@ The clips are synthetic (2,000 of 4 s at 22,050 Hz, 10 classes: the UrbanSound8K
 real recordings cannot travel to the GPU machine): compute depends on the input's shape, not its content,
 so the times hold for real data of that shape (the accuracies here are on the synthetic task and say only
 that training learned). Each row is one `audiocomp train` run with the settings users get (deterministic
-mode on, validation every epoch, the model re-scored on the CPU at the end): `train_seconds` is training and
+mode on, validation every epoch, the kept model re-scored on the GPU at the end): `train_seconds` is training and
 validation wall time, `epoch samples/s` the median training-pass throughput.
 
 Usage: python scripts/bench_gpu.py [--runs-dir runs] [--out bench-results] [--cnn-epochs 40] [--resnet-epochs 2]

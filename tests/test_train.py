@@ -11,6 +11,7 @@ from torch import nn
 
 from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
+from audiocomp.train import augment
 from audiocomp.train.augment import augment_batch, mixup, resample
 from audiocomp.features.batches import ArrayBatches
 from audiocomp.evaluate.scoring import predict_scores, score_metrics
@@ -153,16 +154,20 @@ def test_resample_moves_bins_and_stretches_time_as_documented():
     assert fast[0, 0, 4].max() <= floor + 1e-4  # nothing leaks into other bins
 
 
-def test_stretch_and_shift_draw_within_their_ranges_from_the_generator():
+def test_stretch_and_shift_draw_within_their_ranges_from_the_generator(monkeypatch):
     x = torch.randn(64, 1, 16, 40)
     cfg = AugmentConfig(time_stretch=0.25, freq_shift=2)
     a = augment_batch(x, cfg, torch.Generator().manual_seed(3))
     b = augment_batch(x, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and not torch.allclose(a, x)  # the same draws after a resume
     assert a.min() >= x.min() - 1e-4 and a.max() <= x.max() + 1e-4  # bilinear: within the input's range
-    gen = torch.Generator().manual_seed(3)
-    rate = torch.exp((torch.rand(64, generator=gen) * 2 - 1) * torch.log1p(torch.tensor(0.25)))
-    assert 1 / 1.25 - 1e-6 <= rate.min() and rate.max() <= 1.25 + 1e-6 and rate.std() > 0.05
+    drawn = {}  # what augment_batch hands to resample
+    monkeypatch.setattr(augment, "resample",
+                        lambda x, rate, place, bins: drawn.update(rate=rate, place=place, bins=bins) or x)
+    augment_batch(x, cfg, torch.Generator().manual_seed(3))
+    rate, place, bins = drawn["rate"], drawn["place"], drawn["bins"]
+    assert 1 / 1.25 - 1e-6 <= rate.min() and rate.max() <= 1.25 + 1e-6 and (rate < 1).any() and (rate > 1).any()
+    assert place.abs().max() <= 1 and bins.abs().max() <= 2 and (bins < -1).any() and (bins > 1).any()
 
 
 def test_augmented_training_runs(tmp_path):

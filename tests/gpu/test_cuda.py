@@ -36,11 +36,11 @@ def test_training_on_cuda_uses_float16_autocast_and_saves_a_cpu_float32_model(ti
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     # the kept epoch was validated on the GPU (float32, outside autocast); the saved model scored on the CPU
     # must give the same accuracy, up to one item whose top two logits nearly tie
-    (scores, _), = score_parts(model, load_prepared(run.parent("prepare")), spec, torch.device("cpu"), 64,
+    (on_cpu, _), = score_parts(model, load_prepared(run.parent("prepare")), spec, torch.device("cpu"), 64,
                                parts=("val",)).values()
     best = next(r for r in m["history"] if r["epoch"] == m["best_epoch"])
     for recorded in (best["val_accuracy"], m["val_accuracy"]):  # the epoch's, and train's own re-scoring
-        assert abs(recorded - scores["accuracy"]) <= 1 / m["val_items"] + 1e-9
+        assert abs(recorded - on_cpu["accuracy"]) <= 1 / m["val_items"] + 1e-9
 
 
 def test_fp32_on_cuda_is_plain_float32(tiny_overrides, tmp_path):

@@ -67,11 +67,9 @@ def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: 
     if not d.is_main:
         return None
     model.load_state_dict(safe_torch_load(ckpt / "best.pt"))
-    model.cpu().eval()
-    save_model(model, spec, out / "model")
     # scored where it trained (float32): a ResNet-152 trained on a GPU would take minutes more on the CPU
-    scored = score_parts(model.to(device), prepared, spec, device, cfg.eval.batch_size, index)
-    model.cpu()
+    scored = score_parts(model.to(device).eval(), prepared, spec, device, cfg.eval.batch_size, index)
+    save_model(model.cpu(), spec, out / "model")
     metrics = {
         "model": spec.name, "parameters": parameter_counts(model)["parameters"], "seed": cfg.seed,
         "best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped_early": result.stopped_early,
