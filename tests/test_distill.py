@@ -141,3 +141,25 @@ def test_fit_with_alpha_one_learns_the_teacher_not_the_labels(tmp_path):
             return float((student(torch.from_numpy(x)).argmax(1) == teacher(torch.from_numpy(x)).argmax(1)).float().mean())
 
     assert agreement(1.0) > 0.9 and agreement(0.0) < 0.6
+
+
+@pytest.mark.parametrize("precision,channels_last", [("bf16", True), ("fp32", False)])
+def test_teacher_runs_in_the_students_precision_and_layout(tmp_path, precision, channels_last):
+    """The teacher's forward pass is as costly as the student's, so it uses the same autocast and memory
+    layout (checked on what its convolution computes, not on the settings)."""
+    from test_train import small_net, toy
+
+    from audiocomp.config import TrainConfig
+    from audiocomp.features.batches import ArrayBatches
+    from audiocomp.train.loop import fit
+
+    x, y = toy()
+    torch.manual_seed(0)
+    teacher, student = small_net(), small_net()
+    seen = []
+    teacher[0].register_forward_hook(lambda m, i, out: seen.append(
+        (out.dtype, out.is_contiguous(memory_format=torch.channels_last))))
+    cfg = TrainConfig(epochs=1, batch_size=32, precision=precision, channels_last=channels_last)
+    fit(student, ArrayBatches(x, y, range(64), 32, shuffle=True), None, cfg, 3, False, tmp_path, lambda r: None,
+        torch.device("cpu"), progress=False, teacher=teacher, distill=DistillConfig(enabled=True))
+    assert set(seen) == {(torch.bfloat16 if precision == "bf16" else torch.float32, channels_last)}

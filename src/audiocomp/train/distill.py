@@ -12,7 +12,8 @@ The teacher sees exactly the student's input (after augmentation and mixup), in 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional
 
 import torch
 import torch.nn.functional as F
@@ -52,15 +53,16 @@ def frozen(teacher: nn.Module) -> nn.Module:
 
 
 def objective(task_loss: Callable, teacher: Optional[nn.Module], cfg: Optional[DistillConfig],
-              multilabel: bool) -> Objective:
+              multilabel: bool, autocast: Callable[[], ContextManager] = nullcontext) -> Objective:
     """The training loss as a function of (input, student logits, target): the task loss alone, or with
-    distillation from `teacher` when `cfg.enabled` (the teacher is frozen here)."""
+    distillation from `teacher` when `cfg.enabled` (the teacher is frozen here; its forward pass runs under
+    `autocast()`, the student's mixed precision, as it is no cheaper than the student's)."""
     if teacher is None or cfg is None or not cfg.enabled:
         return lambda x, logits, target: task_loss(logits, target)
     teacher = frozen(teacher)
 
     def loss(x: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             teacher_logits = teacher(x).float()  # (B, C), the same (augmented, mixed) input as the student's
         return distill_loss(logits, teacher_logits, target, task_loss, cfg.alpha, cfg.temperature, multilabel)
 

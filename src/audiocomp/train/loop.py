@@ -158,7 +158,13 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     crit = loss_fn(multilabel, cfg.label_smoothing)
     if teacher is not None and distill is not None and distill.enabled:
         teacher.to(device)
-    train_loss = objective(crit, teacher, distill, multilabel)
+        if channels_last and uses_conv2d(teacher):  # its forward is as costly as the student's: same fast kernels
+            teacher.to(memory_format=torch.channels_last)
+
+    def amp():
+        return torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None)
+
+    train_loss = objective(crit, teacher, distill, multilabel, amp)
     has_val = val is not None and len(val.rows) > 0
     result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
     start_epoch, bad_epochs = 0, 0
@@ -201,7 +207,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             target = y
             if cfg.augment.mixup_alpha > 0:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with amp():
                 logits = net(x)
             loss = train_loss(x, logits.float(), target)  # the loss (and softmax) in float32 whatever the precision
             opt.zero_grad(set_to_none=True)
