@@ -147,7 +147,7 @@ def test_fit_with_alpha_one_learns_the_teacher_not_the_labels(tmp_path):
 def test_teacher_runs_in_the_students_precision_and_layout(tmp_path, precision, channels_last):
     """The teacher's forward pass is as costly as the student's, so it uses the same autocast and memory
     layout (checked on what its convolution computes, not on the settings)."""
-    from test_train import small_net, toy
+    from tiny_training import small_net, toy
 
     from audiocomp.config import TrainConfig
     from audiocomp.features.batches import ArrayBatches
