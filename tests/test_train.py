@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from audiocomp.config import AugmentConfig, ConfigError, TrainConfig
+from audiocomp.config import AugmentConfig, ConfigError, FeaturesConfig, TrainConfig
 from audiocomp.evaluate.metrics import average_precision
 from audiocomp.train import augment
-from audiocomp.train.augment import augment_batch, mixup, resample
+from audiocomp.train.augment import augment_batch, mixup, pitch_source_bins, resample
 from audiocomp.features.batches import ArrayBatches
+from audiocomp.features.extract import FeatureExtractor, mel_band_hz
 from audiocomp.evaluate.scoring import predict_scores, score_metrics
 from audiocomp.train.device import resolve_device
 from audiocomp.train.loop import TIMING_KEYS, fit
@@ -120,17 +121,17 @@ def test_resample_moves_bins_and_stretches_time_as_documented():
     floor = -80.0
     x = torch.full((1, 1, 16, 40), floor)
     x[0, 0, 5, 10:20] = 0.0  # a tone at bin 5 from frame 10 to 19
-    one = torch.ones(1)
-    up = resample(x, one, torch.zeros(1), torch.tensor([3.0]))  # 3 bins up: the tone at bin 8, same frames
+    one, bins = torch.ones(1), torch.arange(16.0)[None]
+    up = resample(x, one, torch.zeros(1), bins - 3)  # 3 bins up: the tone at bin 8, same frames
     torch.testing.assert_close(up, torch.roll(x, 3, dims=2), atol=1e-4, rtol=0)
-    down = resample(x, one, torch.zeros(1), torch.tensor([-2.0]))
+    down = resample(x, one, torch.zeros(1), bins + 2)
     torch.testing.assert_close(down, torch.roll(x, -2, dims=2), atol=1e-4, rtol=0)
     # twice as slow, the window at the start: frames 0..19 become 0..39, so the tone spans frames 20..39
-    slow = resample(x, torch.tensor([2.0]), -one, torch.zeros(1))[0, 0, 5]
+    slow = resample(x, torch.tensor([2.0]), -one, bins)[0, 0, 5]
     loud = (slow > -40).nonzero().flatten()
     assert loud.min() in (19, 20, 21) and loud.max() == 39
     # twice as fast, placed at the end: the clip in the last 20 frames, silence (the floor) before it
-    fast = resample(x, torch.tensor([0.5]), one, torch.zeros(1))
+    fast = resample(x, torch.tensor([0.5]), one, bins)
     torch.testing.assert_close(fast[..., :19], torch.full_like(fast[..., :19], floor), atol=1e-4, rtol=0)
     assert ((fast[0, 0, 5] > -40).nonzero().flatten() >= 24).all() and (fast[0, 0, 5] > -40).sum() == 5
     assert fast[0, 0, 4].max() <= floor + 1e-4  # nothing leaks into other bins
@@ -145,11 +146,46 @@ def test_stretch_and_shift_draw_within_their_ranges_from_the_generator(monkeypat
     assert a.min() >= x.min() - 1e-4 and a.max() <= x.max() + 1e-4  # bilinear: within the input's range
     drawn = {}  # what augment_batch hands to resample
     monkeypatch.setattr(augment, "resample",
-                        lambda x, rate, place, bins: drawn.update(rate=rate, place=place, bins=bins) or x)
+                        lambda x, rate, place, source: drawn.update(rate=rate, place=place, source=source) or x)
     augment_batch(x, cfg, torch.Generator().manual_seed(3))
-    rate, place, bins = drawn["rate"], drawn["place"], drawn["bins"]
+    rate, place, source = drawn["rate"], drawn["place"], drawn["source"]
+    bins = torch.arange(16.0)[None] - source  # how far each output bin's content moved up
+    assert torch.allclose(bins, bins[:, :1].expand_as(bins), atol=1e-5)  # one shift per item, the same for every bin
+    bins = bins[:, 0]
     assert 1 / 1.25 - 1e-6 <= rate.min() and rate.max() <= 1.25 + 1e-6 and (rate < 1).any() and (rate > 1).any()
     assert place.abs().max() <= 1 and bins.abs().max() <= 2 and (bins < -1).any() and (bins > 1).any()
+
+
+def test_band_centres_match_librosa():
+    import librosa
+
+    for cfg in (FeaturesConfig(n_mels=64), FeaturesConfig(n_mels=40, sample_rate=16000, f_min=50, f_max=7000)):
+        ref = librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.f_min, fmax=cfg.f_max or cfg.sample_rate / 2)[1:-1]
+        np.testing.assert_allclose(mel_band_hz(cfg).numpy(), ref, rtol=1e-9)
+
+
+@pytest.mark.parametrize("low, semitones", [(150.0, 12.0), (400.0, 7.0), (2000.0, -5.0), (3000.0, 2.0)])
+def test_pitch_shift_moves_a_tone_where_the_shifted_tone_lies(low, semitones):
+    """A log-mel of a tone shifted by n semitones peaks in the band of the tone 2^(n/12) higher, in the
+    linear (< 1 kHz) and the logarithmic part of the mel scale alike; a shift by whole bins does not."""
+    cfg = FeaturesConfig(n_mels=64, duration=1.0)
+    extract, t = FeatureExtractor(cfg), np.arange(cfg.sample_rate) / cfg.sample_rate
+    tone = lambda hz: torch.from_numpy(extract(np.sin(2 * np.pi * hz * t).astype(np.float32)))[None]
+    x, target = tone(low), tone(low * 2 ** (semitones / 12))
+    source = pitch_source_bins(mel_band_hz(cfg), torch.tensor([semitones]))
+    shifted = resample(x, torch.ones(1), torch.zeros(1), source)
+    frame = 20
+    assert shifted[0, 0, :, frame].argmax() == target[0, 0, :, frame].argmax() != x[0, 0, :, frame].argmax()
+    if low < 1000:  # there a band is ~51 Hz wide: a semitone is a fraction of a band at 150 Hz, ~2 at 1 kHz
+        moved = int(target[0, 0, :, frame].argmax() - x[0, 0, :, frame].argmax())
+        assert moved != round(semitones)
+
+
+def test_pitch_shift_needs_log_mel_bands_and_excludes_the_bin_shift(tmp_path):
+    with pytest.raises(ValueError, match="set one of them"):
+        AugmentConfig(pitch_shift=2, freq_shift=2)
+    with pytest.raises(ConfigError, match="pitch_shift"):  # run_fit passes no band frequencies (not log-mel)
+        run_fit(tmp_path, epochs=1, augment=AugmentConfig(pitch_shift=2))
 
 
 def test_augmented_training_runs(tmp_path):

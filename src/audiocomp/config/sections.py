@@ -6,7 +6,7 @@ import json
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
@@ -74,12 +74,20 @@ class AugmentConfig(Section):
     gain_db: float = Field(0.0, ge=0)  # random gain in [-gain_db, gain_db] (log-mel dB: an offset)
     time_shift: float = Field(0.0, ge=0, le=1)  # max circular shift, fraction of the clip (samples or frames)
     # spectrograms: stretch time by a factor in [1/(1+s), 1+s] (a random crop when longer, silence-padded when
-    # shorter), and shift the mel bins up or down by up to freq_shift bins (about a semitone per bin in the
-    # upper bands of 64 mels at 22,050 Hz): the time-stretch and pitch-shift augmentations of SB-CNN, done on
-    # the spectrogram
+    # shorter), the time-stretch augmentation of SB-CNN done on the spectrogram; log-mel only: shift the pitch
+    # by up to pitch_shift semitones (every band's content moves to the band of its frequency times
+    # 2^(semitones/12), SB-CNN's pitch shift); freq_shift moves all bins by up to that many bins instead, which
+    # is a pitch shift only in the upper (logarithmic) bands and an octave or more in the lowest
     time_stretch: float = Field(0.0, ge=0, le=1)
+    pitch_shift: float = Field(0.0, ge=0, le=12)
     freq_shift: float = Field(0.0, ge=0)
     noise_std: float = Field(0.0, ge=0)  # waveform: Gaussian noise
+
+    @model_validator(mode="after")
+    def _one_frequency_move(self):
+        if self.pitch_shift > 0 and self.freq_shift > 0:
+            raise ValueError("pitch_shift and freq_shift both move the bands: set one of them")
+        return self
 
 
 class TrainConfig(Section):

@@ -20,7 +20,7 @@ import numpy as np
 from ..config import DataConfig, FeaturesConfig, stable_hash
 from ..datasets.base import DatasetError, DatasetIndex, Item
 from ..runs import atomic_write_json, file_sha256, read_json
-from .extract import feature_shape
+from .extract import feature_shape, mel_band_hz
 from .featurize import featurized
 
 FEATURES_FILE = "features.npy"
@@ -39,6 +39,16 @@ class FeatureStore:
     def features(self) -> np.ndarray:
         """(N, *feature_shape) float16, memory-mapped read-only."""
         return np.load(self.path / FEATURES_FILE, mmap_mode="r")
+
+    def features_config(self) -> FeaturesConfig:
+        """The feature settings the stored arrays were computed with."""
+        return FeaturesConfig(**read_json(self.path / "config.json")["features"])
+
+    def band_hz(self):
+        """(n_mels,) centre frequencies of the stored log-mel bands (pitch-shift augmentation); None for other
+        features."""
+        cfg = self.features_config()
+        return mel_band_hz(cfg) if cfg.kind == "logmel" else None
 
     def targets(self) -> np.ndarray:
         if self.multilabel:

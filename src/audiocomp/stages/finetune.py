@@ -45,7 +45,8 @@ def prune_context(ctx: StageContext, spec, prune_cfg: Optional[PruneConfig] = No
         val = ctx.batches("val", ft_cfg.batch_size) if split["val"] else None
         result = fit(model, train, val, ft_cfg, spec.num_classes, spec.multilabel, ckpt,
                      log=lambda record: ctx.log(record, f"epoch/{log_prefix}{tag}/", step=f"{log_prefix}{tag}"),
-                     device=device, progress=ctx.progress, teacher=teacher, distill=cfg.distill)
+                     device=device, progress=ctx.progress, teacher=teacher, distill=cfg.distill,
+                     band_hz=ctx.data.store.band_hz())
         model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
         (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
         return [{"step": tag, **r} for r in result.history]

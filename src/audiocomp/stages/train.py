@@ -63,7 +63,7 @@ def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: 
     result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt,
                  lambda record: log_record(log_path, record, f"epoch/{fold}"), device,
                  resume=resume, progress=progress, seed=cfg.seed, dist=d,
-                 reset_log=lambda history: _write_jsonl(log_path, history))
+                 reset_log=lambda history: _write_jsonl(log_path, history), band_hz=prepared.store.band_hz())
     if not d.is_main:
         return None
     model.load_state_dict(safe_torch_load(ckpt / "best.pt"))

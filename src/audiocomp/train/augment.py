@@ -1,22 +1,26 @@
-"""Training-time augmentation (off by default): time stretch and mel-bin shift, SpecAugment masks, gain, time
-shift and mixup for spectrograms; gain, time shift, noise and mixup for waveforms. Applied to a batch on the
-training device."""
+"""Training-time augmentation (off by default): time stretch and pitch shift (or mel-bin shift), SpecAugment
+masks, gain, time shift and mixup for spectrograms; gain, time shift, noise and mixup for waveforms. Applied to
+a batch on the training device."""
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..config import AugmentConfig
+from ..features.extract import hz_to_mel
 
 
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+                  band_hz: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """`band_hz`: the centre frequencies of the log-mel bands, needed by pitch_shift."""
     b = x.shape[0]
     if x.dim() == 4:  # (B, 1, F, T) log-mel dB (ref 1.0): a gain is an offset, a time shift a roll of the frames
-        if cfg.time_stretch > 0 or cfg.freq_shift > 0:
-            x = stretch_and_shift(x, cfg.time_stretch, cfg.freq_shift, gen)
+        if cfg.time_stretch > 0 or cfg.freq_shift > 0 or cfg.pitch_shift > 0:
+            x = stretch_and_shift(x, cfg, gen, band_hz)
         if cfg.gain_db > 0:
             gain = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * cfg.gain_db
             x = x + gain.to(x.device, x.dtype)
@@ -48,27 +52,44 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> 
     return x
 
 
-def stretch_and_shift(x: torch.Tensor, stretch: float, shift: float, gen: torch.Generator) -> torch.Tensor:
-    """Each spectrogram of (B, 1, F, T) stretched in time by r, log r uniform in [-log(1+stretch),
-    log(1+stretch)], at a random place, and its bins moved by a uniform [-shift, shift] (see resample)."""
-    b = x.shape[0]
-    rate = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log1p(stretch))
+def stretch_and_shift(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+                      band_hz: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each spectrogram of (B, 1, F, T) stretched in time by r, log r uniform in [-log(1 + time_stretch),
+    log(1 + time_stretch)], at a random place, and its pitch shifted by a uniform [-pitch_shift, pitch_shift]
+    semitones (or its bins moved by a uniform [-freq_shift, freq_shift]): see resample."""
+    b, f = x.shape[0], x.shape[2]
+    rate = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log1p(cfg.time_stretch))
     place = torch.rand(b, generator=gen) * 2 - 1
-    bins = (torch.rand(b, generator=gen) * 2 - 1) * shift
-    return resample(x, rate, place, bins)
+    if cfg.pitch_shift > 0:
+        if band_hz is None or len(band_hz) != f:
+            raise ValueError("train.augment.pitch_shift needs the centre frequencies of the log-mel bands")
+        source = pitch_source_bins(band_hz, (torch.rand(b, generator=gen) * 2 - 1) * cfg.pitch_shift)
+    else:
+        bins = (torch.rand(b, generator=gen) * 2 - 1) * cfg.freq_shift
+        source = torch.arange(f)[None] - bins[:, None]
+    return resample(x, rate, place, source)
 
 
-def resample(x: torch.Tensor, rate: torch.Tensor, place: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+def pitch_source_bins(band_hz: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """(B, F) fractional input band of each output band when the pitch rises by `semitones` (B,): content at
+    frequency g moves to g * 2^(semitones / 12), so output band i shows what was at its centre frequency
+    divided by that factor. The bands are evenly spaced in mel, so a frequency's band index is linear in mel."""
+    mel = hz_to_mel(band_hz.double())
+    source = hz_to_mel(band_hz.double()[None] / 2 ** (semitones.double()[:, None] / 12))
+    return ((source - mel[0]) / (mel[1] - mel[0])).float()
+
+
+def resample(x: torch.Tensor, rate: torch.Tensor, place: torch.Tensor, source_bins: torch.Tensor) -> torch.Tensor:
     """Bilinear resampling of (B, 1, F, T): time slowed by `rate` (> 1: longer, a window of the stretched clip;
-    < 1: shorter, the clip inside silence), the window or clip at `place` in [-1, 1] (-1: the start), and
-    content moved `bins` bins up in frequency (negative: down). What comes from outside the clip is the item's
-    quietest value (silence)."""
+    < 1: shorter, the clip inside silence), the window or clip at `place` in [-1, 1] (-1: the start), and output
+    bin i taken from the fractional input bin source_bins[:, i] ((B, F); i - 3: everything 3 bins up). What
+    comes from outside the clip is the item's quietest value (silence)."""
     b, _, f, t = x.shape
     span = 1 / rate  # of the input seen per output width
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = span, place * (1 - span)  # time: input = output / rate + offset
-    theta[:, 1, 1], theta[:, 1, 2] = 1.0, -2 * bins / f  # frequency: input bin = output bin - bins
-    grid = F.affine_grid(theta, [b, 1, f, t], align_corners=False).to(x.device, x.dtype)
+    columns = (torch.arange(t) * 2 + 1) / t - 1  # output frame centres in grid_sample's [-1, 1] coordinates
+    gx = span[:, None] * columns[None] + (place * (1 - span))[:, None]  # (B, T): input = output / rate + offset
+    gy = (2 * source_bins + 1) / f - 1  # (B, F)
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1).to(x.device, x.dtype)
     floor = x.amin(dim=(1, 2, 3), keepdim=True)
     return F.grid_sample(x - floor, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + floor
 

@@ -122,15 +122,20 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         resume: bool = False, progress: bool = True, seed: int = 0, dist: Dist = Dist(),
         reset_log: Optional[Callable[[list[dict]], None]] = None,
         on_best: Optional[Callable[[nn.Module], None]] = None, teacher: Optional[nn.Module] = None,
-        distill: Optional[DistillConfig] = None) -> FitResult:
+        distill: Optional[DistillConfig] = None, band_hz: Optional[torch.Tensor] = None) -> FitResult:
     """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights of
     the best epoch on the validation monitor, or of the last epoch when there is no validation part) in
     `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
     stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
     after the last checkpoint is run again, not logged twice). With `teacher` and `distill.enabled`, the loss
     is distilled from the (frozen) teacher's outputs on the same inputs (distill.py). With cfg.ema_decay, the
-    moving average of the weights is what is validated, kept in `best.pt` and passed to `on_best`."""
+    moving average of the weights is what is validated, kept in `best.pt` and passed to `on_best`. `band_hz`:
+    the centre frequencies of the log-mel bands (FeatureStore.band_hz), which train.augment.pitch_shift needs."""
     from tqdm import tqdm
+
+    if cfg.augment.pitch_shift > 0 and band_hz is None:
+        raise ConfigError("train.augment.pitch_shift shifts the pitch of log-mel spectrograms: these features are "
+                          "not log-mel (features.kind); use freq_shift or remove it")
 
     model.to(device)
     # NHWC lets oneDNN (and cuDNN) use their fast convolution kernels; the weights go back to the default
@@ -203,7 +208,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x = augment_batch(x, cfg.augment, aug_gen)
+            x = augment_batch(x, cfg.augment, aug_gen, band_hz)
             target = y
             if cfg.augment.mixup_alpha > 0:
                 x, target = mixup(x, y, cfg.augment.mixup_alpha, num_classes, aug_gen)
