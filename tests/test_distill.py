@@ -118,6 +118,40 @@ def test_qat_with_distillation_records_its_teacher(trained_run):
     assert m["distill"]["enabled"] and m["qat_history"][0]["train_loss"] > 0
 
 
+def test_train_with_a_teacher_distils_from_it_and_names_it(trained_run):
+    """`train --teacher RUN`: the teacher is the run's second parent and in its name (with alpha and
+    temperature, whatever distill.enabled says), and the loss is a different one than without it."""
+    from audiocomp.stages import train
+
+    runs, teacher, cfg = trained_run
+    prep = teacher.parent("prepare")
+    plain = train.run(cfg, runs, from_run=prep, progress=False)
+    taught = train.run(cfg, runs, from_run=prep, teacher=teacher, progress=False)
+    assert taught.name == run_name("train", cfg, [prep.name, teacher.name]) != plain.name
+    assert [p["name"] for p in taught.manifest["parents"]] == [prep.name, teacher.name]
+    m = taught.metrics()
+    assert m["teacher"] == {"run": teacher.name, "alpha": 0.5, "temperature": 4.0} and "teacher" not in plain.metrics()
+    assert m["history"][0]["train_loss"] != pytest.approx(plain.metrics()["history"][0]["train_loss"])
+    on = cfg.model_copy(update={"distill": DistillConfig(enabled=True)})
+    hotter = cfg.model_copy(update={"distill": DistillConfig(temperature=8.0)})
+    parents = [prep.name, teacher.name]
+    assert run_name("train", on, parents) == taught.name != run_name("train", hotter, parents)
+    assert run_name("train", hotter, [prep.name]) == plain.name  # no teacher: distill names nothing
+
+
+def test_a_teacher_of_other_data_or_of_other_folds_is_refused(trained_run, tmp_path):
+    """A teacher trained on another split has seen this run's validation or test items: refused before any
+    run folder is made."""
+    from audiocomp.stages import prepare, train
+
+    runs, teacher, cfg = trained_run
+    other_cfg = cfg.model_copy(update={"split": cfg.split.model_copy(update={"seed": 7})})
+    other = prepare.run(other_cfg, tmp_path / "runs", progress=False).run
+    with pytest.raises(ConfigError, match="same prepared split"):
+        train.run(cfg, tmp_path / "runs", from_run=other, teacher=teacher, name="kd", progress=False)
+    assert not (tmp_path / "runs" / "kd").exists()
+
+
 def test_fit_with_alpha_one_learns_the_teacher_not_the_labels(tmp_path):
     """With alpha=1 the labels carry no weight: a student trained on random labels copies the teacher."""
     from audiocomp.config import TrainConfig

@@ -38,6 +38,11 @@ def write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
     ("stages: [{id: d, stage: prepare}, {id: e, stage: eval, from: d}]", "a eval stage cannot read a prepare run"),
     ("stages: [{id: d, stage: prepare}, {id: t, stage: train}]", "needs exactly one parent"),
     ("stages: [{id: d, stage: prepare}, {id: e, stage: prepare, from: d}]", "has no parent"),
+    ("stages: [{id: d, stage: prepare}, {id: e, stage: prepare}, {id: t, stage: train, from: [d, e]}]",
+     "the second parent of a train stage is the model that teaches it; 'e' is a prepare stage"),
+    ("stages: [{id: d, stage: prepare}, {id: t, stage: train, from: d}, {id: s, stage: train, from: [t, d]}]",
+     "'d' is a prepare stage, not a train, prune, quantize, compress stage"),
+    ("stages: [{id: d, stage: prepare}, {id: s, stage: train, from: [d, t]}]", "'t' is not an earlier stage id"),
     ("stages: [{id: 'a b', stage: prepare}]", "stages.0.id"),
 ])
 def test_bad_pipelines_fail_up_front_with_one_line(tmp_path, text, message):
@@ -96,6 +101,25 @@ stages:
     assert steps["test"].name.startswith("eval-lstm-") and steps["data"].cfg.model.name == "cnn"
     # the command line wins everywhere, even over a stage's own set
     assert {s.cfg.eval.top_k for s in pipeline.plan(path, ["eval.top_k=5"])} == {5}
+
+
+def test_a_training_taught_by_an_earlier_model_stage(tmp_path, tiny_overrides):
+    """`from: [data, teacher]`: the student trains on the data stage's split, distilled from the teacher stage's
+    model (its second parent, in its name), and inherits the data stage's config, not the teacher's."""
+    path = write(tmp_path, """
+stages:
+  - {id: data, stage: prepare}
+  - {id: big, stage: train, from: data, set: ["model.kwargs.channels=[16,32]"]}
+  - {id: small, stage: train, from: [data, big]}
+""")
+    sets = [*tiny_overrides, "train.epochs=1"]
+    steps = {s.spec.id: s for s in pipeline.plan(path, sets)}
+    assert [p.spec.id for p in steps["small"].parents] == ["data", "big"]
+    assert steps["small"].cfg.model.kwargs["channels"] == [8, 16]
+    summary = pipeline.run(path, sets, runs_dir=tmp_path / "runs", out=tmp_path / "out", progress=False, quiet=True)
+    small = Run(tmp_path / "runs" / summary["stages"][2]["run"])
+    assert small.name == steps["small"].name and small.metrics()["teacher"]["run"] == steps["big"].name
+    assert [p["name"] for p in small.manifest["parents"]] == [steps["data"].name, steps["big"].name]
 
 
 def statuses(summary):

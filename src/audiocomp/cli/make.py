@@ -38,14 +38,18 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
           from_: Annotated[Optional[str], typer.Option("--from", help="A prepare run to train on [default: prepare it now].")] = None,
           resume: Annotated[Optional[str], typer.Option("--resume", help="Continue an interrupted training run (name or path).")] = None,
           seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Independent trainings (seed, seed+1, ...) in seeds/<k>/; mean +- std [default: train.seeds].")] = None,
+          teacher: Annotated[Optional[str], typer.Option("--teacher", help="A model run on the same prepared data to distil from (distill.alpha, distill.temperature).")] = None,
           quiet: QuietOpt = False):
     """Train a model on a prepared split; writes model/, checkpoints/, metrics and curves.
 
     With `split.kind=folds` and `split.test_fold=all`, trains one model per fold and reports mean +- std;
     with `--seeds N`, N models from seeds seed..seed+N-1 (the run's model/ is the first).
     Under `torchrun --nproc_per_node=N -m audiocomp train ...` it trains with DistributedDataParallel.
+    With `--teacher RUN`, the loss also follows that model's softened outputs (knowledge distillation: a
+    small model taught by a larger or better one, trained on the same prepared data).
 
     Example: `audiocomp train -c configs/demo-settings.yaml --set train.epochs=5`
+    Example: `audiocomp train --from PREPARE_RUN --teacher TEACHER_RUN -c configs/recipes/ours-cnn.yaml`
     """
     from ..runs import Run
     from ..stages import train as stage
@@ -58,9 +62,12 @@ def train(config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = 
         cfg = _config(config, set_, base=prev.config_dict())
         name, runs_dir = prev.name, prev.path.parent
         parent = parent or prev.parent("prepare")  # the data it was training on
+        taught = prev.manifest.get("parents", [])[1:]  # and the model it was distilled from, if any
+        teacher = teacher or (taught[0]["path"] if taught else None)
     else:
         cfg = _config(config, set_)
-    run = stage.run(cfg, runs_dir, name=name, force=force, resume=bool(resume), from_run=parent, progress=not quiet)
+    run = stage.run(cfg, runs_dir, name=name, force=force, resume=bool(resume), from_run=parent,
+                    teacher=_open_run(teacher, runs_dir) if teacher else None, progress=not quiet)
     if not from_env().is_main:
         return
     m = run.metrics()

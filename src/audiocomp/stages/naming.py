@@ -9,7 +9,8 @@ stages say the dataset instead of the model; `prepare` keeps its own shorter for
 `prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
 runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
 (absent from every stage's sections) and the speed settings in VOLATILE; a switched-off section (SWITCHED: `distill` with
-`enabled: false`) names nothing either, nor does a setting added later while it is off (ADDED).
+`enabled: false`) names nothing either, nor does a setting added later while it is off (ADDED). A training
+run is distilled exactly when it has a teacher, so `distill`'s alpha and temperature name it only then.
 """
 from __future__ import annotations
 
@@ -59,6 +60,10 @@ def run_name(stage: str, cfg: Config, parents: Sequence[str] = ()) -> str:
         return prepare_name(cfg, parents)
     d = STAGES.get(stage)
     key = _sections(cfg, d.sections)
+    if d.teacher:  # distill names a training run only when a teacher (its second parent) distils into it
+        key.pop("distill", None)
+        if len(parents) > 1:
+            key["distill"] = {"alpha": cfg.distill.alpha, "temperature": cfg.distill.temperature}
     key.update(stage=stage, seed=cfg.seed, parents=list(parents))
     subject = cfg.data.dataset if d.subject == "dataset" else cfg.model.name
     return f"{stage}-{subject}-{stable_hash(key, 10)}"

@@ -45,6 +45,7 @@ class StageDef:
     optional_parent: bool = False  # may also start without a parent (prepare: with or without synth)
     makes_run: bool = True  # report writes tables, not a run: it is rendered every time
     subject: str = "model"  # what the run name says besides the stage: "model" (model.name) or "dataset"
+    teacher: bool = False  # may read a second parent: a model run that teaches it (distillation; train)
     call: Optional[Callable[["StageDef", StageCall], object]] = None  # how a pipeline runs it [from its parent]
 
     def load(self) -> Callable:
@@ -90,8 +91,9 @@ def _data_stage(d: StageDef, c: StageCall) -> Run:
 
 
 def _train(d: StageDef, c: StageCall) -> Run:
+    """run(cfg, runs_dir, from_run=its prepare run, teacher=the model run that teaches it, if any)."""
     return d.load()(c.cfg, c.runs_dir, name=c.name, force=c.force, resume=c.resume, from_run=c.parents[0],
-                    progress=c.progress)
+                    teacher=c.parents[1] if len(c.parents) > 1 else None, progress=c.progress)
 
 
 def _from_parent(d: StageDef, c: StageCall) -> Run:
@@ -120,7 +122,7 @@ MODEL_STAGES = ("train", "prune", "quantize", "compress")  # the stages whose ru
 register(StageDef("synth", "synth", ("data", "synth"), call=_data_stage, subject="dataset"))
 register(StageDef("prepare", "prepare", ("data", "features", "split"), ("synth",), optional_parent=True,
                   call=_data_stage, subject="dataset"))
-register(StageDef("train", "train", ("model", "train"), ("prepare",), call=_train))
+register(StageDef("train", "train", ("model", "train", "distill"), ("prepare",), call=_train, teacher=True))
 register(StageDef("prune", "prune", ("prune", "train", "distill"), MODEL_STAGES))
 register(StageDef("prune-sensitivity", "prune", ("prune", "train"), MODEL_STAGES, function="sensitivity"))
 register(StageDef("quantize", "quantize", ("quantize", "train", "distill"), MODEL_STAGES))

@@ -6,6 +6,9 @@ Cross-validation (`split.kind: folds`, `split.test_fold: all`): one model per sp
 test part) and its metrics.json holds the mean and standard deviation over the folds.
 Seeds (`train.seeds: N`, `--seeds N`): N independent trainings on the same split, seed, seed+1, ..., each
 in `seeds/<k>/`, summarised the same way; the run's `model/` is the first seed's.
+A teacher (`--teacher RUN`; in a pipeline, a second stage id in `from`): a model run on the same prepared
+split whose frozen model's softened outputs the loss also follows (knowledge distillation, train/distill.py),
+recorded as the run's second parent.
 Under torchrun every rank trains its shard (DDP); rank 0 alone writes.
 """
 from __future__ import annotations
@@ -41,9 +44,10 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: torch.device,
-                d: Dist, resume: bool, progress: bool) -> Optional[dict]:
+                d: Dist, resume: bool, progress: bool, teacher: Optional[torch.nn.Module] = None) -> Optional[dict]:
     """Train one model on split `index` of splits.json, writing into `out`: checkpoints/, model/,
-    metrics.jsonl, curves.png. Returns its metrics on rank 0 (None on other ranks)."""
+    metrics.jsonl, curves.png; distilled from `teacher` when given. Returns its metrics on rank 0 (None on
+    other ranks)."""
     seed_everything(cfg.seed, cfg.train.deterministic)  # per split, so a resumed fold starts like a fresh one
     spec = model_spec(cfg, prepared, index)
     model = build_model(spec)
@@ -63,7 +67,8 @@ def train_split(cfg: Config, prepared: Prepared, index: int, out: Path, device: 
     result = fit(model, train, val, cfg.train, spec.num_classes, spec.multilabel, ckpt,
                  lambda record: log_record(log_path, record, f"epoch/{fold}"), device,
                  resume=resume, progress=progress, seed=cfg.seed, dist=d,
-                 reset_log=lambda history: _write_jsonl(log_path, history), band_hz=prepared.store.band_hz())
+                 reset_log=lambda history: _write_jsonl(log_path, history), band_hz=prepared.store.band_hz(),
+                 teacher=teacher, distill=cfg.distill.model_copy(update={"enabled": True}) if teacher else None)
     if not d.is_main:
         return None
     model.load_state_dict(safe_torch_load(ckpt / "best.pt"))
@@ -156,11 +161,33 @@ def _copy_tree(src: Path, dst: Path) -> None:
     tmp.rename(dst)
 
 
+def load_teacher(teacher: Run, prepared: Prepared) -> torch.nn.Module:
+    """The float model of a model run trained on this very split, to distil from (ConfigError otherwise: a
+    teacher that trained on other items would leak what this run validates and tests on into its training)."""
+    from ..models import load_model
+
+    own = teacher.parent("prepare") if teacher.stage != "prepare" else None
+    if own is None or own.name != prepared.run.name:
+        raise ConfigError(f"teacher {teacher.path}: trained on {own.name if own else 'no prepare run'}, not on "
+                          f"{prepared.run.name}, the data of this training; a teacher must be trained on the "
+                          "same prepared split, or its view of this validation and test part is not held out")
+    if len(prepared.splits["splits"]) > 1:
+        raise ConfigError(f"teacher {teacher.path}: this training cross-validates over "
+                          f"{len(prepared.splits['splits'])} folds, whose test parts the teacher trained on; "
+                          "distil one split at a time (split.test_fold: N)")
+    model, spec = load_model(teacher.path / "model")
+    step = spec.compression[-1] if spec.compression else {}
+    if step.get("format", "fp32") != "fp32":
+        raise ConfigError(f"teacher {teacher.path}: holds a {step['format']} model; a teacher must be a float "
+                          "model (use the run it was quantized from)")
+    return model
+
+
 @contextlib.contextmanager
-def _train_run(cfg: Config, name: str, runs_dir, d: Dist, force: bool, resume: bool, parent: Run, device):
+def _train_run(cfg: Config, name: str, runs_dir, d: Dist, force: bool, resume: bool, parents: list[Run], device):
     """Rank 0 opens (and locks, and marks done or failed) the run; the other ranks only use its path."""
     if d.is_main:
-        with stage_run("train", cfg, name, runs_dir, force=force, resume=resume, parents=[parent],
+        with stage_run("train", cfg, name, runs_dir, force=force, resume=resume, parents=parents,
                        device=str(device)) as run:
             if d.enabled:
                 run.update_manifest(world_size=d.world, backend=distributed.backend())
@@ -172,9 +199,11 @@ def _train_run(cfg: Config, name: str, runs_dir, d: Dist, force: bool, resume: b
 
 
 def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None, force: bool = False,
-        resume: bool = False, from_run: Optional[Run] = None, progress: bool = True) -> Run:
-    """Train on every split of the prepared data (one, or one per fold). Returns the run (on every rank;
-    only rank 0 writes into it)."""
+        resume: bool = False, from_run: Optional[Run] = None, teacher: Optional[Run] = None,
+        progress: bool = True) -> Run:
+    """Train on every split of the prepared data (one, or one per fold). With `teacher` (a model run on the
+    same prepared data), the loss is distilled from its model (distill.alpha, distill.temperature). Returns
+    the run (on every rank; only rank 0 writes into it)."""
     model_info(cfg)  # an unknown model name fails before any data is prepared
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -190,13 +219,17 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
                 from_run = ensure_parent("prepare", cfg, runs_dir, False)
         prepared = load_prepared(from_run)
         check_train_options(cfg, prepared)  # before the run folder exists
-        name = name or run_name("train", cfg, [prepared.run.name])
-        with _train_run(cfg, name, runs_dir, d, force, resume, prepared.run, device) as run:
+        teacher_model = load_teacher(teacher, prepared) if teacher is not None else None
+        parents = [prepared.run, *([teacher] if teacher is not None else [])]
+        name = name or run_name("train", cfg, [p.name for p in parents])
+        with _train_run(cfg, name, runs_dir, d, force, resume, parents, device) as run:
             subs = sub_runs(cfg, prepared)
+            taught = {"teacher": {"run": teacher.name, "alpha": cfg.distill.alpha,
+                                  "temperature": cfg.distill.temperature}} if teacher is not None else {}
             if not subs:
-                metrics = train_split(cfg, prepared, 0, run.path, device, d, resume, progress)
+                metrics = train_split(cfg, prepared, 0, run.path, device, d, resume, progress, teacher_model)
                 if d.is_main:
-                    run.write_metrics(metrics)
+                    run.write_metrics(metrics | taught)
                 return run
             done_metrics = []
             for i, sub in enumerate(subs):
@@ -206,14 +239,15 @@ def run(cfg: Config, runs_dir: Optional[str | Path] = None, *, name: Optional[st
                     continue
                 if progress and d.is_main:
                     print(f"{sub.kind}: {sub.label} ({i + 1}/{len(subs)})")
-                m = train_split(sub.cfg, prepared, sub.split_index, run.path / sub.folder, device, d, resume, progress)
+                m = train_split(sub.cfg, prepared, sub.split_index, run.path / sub.folder, device, d, resume, progress,
+                                teacher_model)
                 if d.is_main:
                     m[sub.kind] = sub.label
                     atomic_write_json(done, m)
                     done_metrics.append(m)
             if d.is_main:
                 _copy_tree(run.path / subs[0].folder / "model", run.path / "model")
-                run.write_metrics(summary(subs, done_metrics))
+                run.write_metrics(summary(subs, done_metrics) | taught)
             return run
     finally:
         distributed.shutdown()

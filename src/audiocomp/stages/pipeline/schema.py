@@ -9,7 +9,7 @@ from typing import Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ...config import ConfigError, read_yaml
-from ..registry import STAGES
+from ..registry import MODEL_STAGES, STAGES
 
 
 class StageSpec(BaseModel):
@@ -85,6 +85,12 @@ def check_graph(spec: PipelineSpec, path: Path) -> None:
             raise ConfigError(f"{where}: id '{st.id}' is used twice")
         d = STAGES.get(st.stage)
         allowed, parents = d.parents, st.parents
+        if d.teacher and len(parents) == 2:  # its data, then the model run that teaches it
+            teacher, parents = parents[1], parents[:1]
+            if kinds.get(teacher) not in MODEL_STAGES:
+                what = f"a {kinds[teacher]} stage" if teacher in kinds else "not an earlier stage id"
+                raise ConfigError(f"{where}: from: the second parent of a {st.stage} stage is the model that "
+                                  f"teaches it; '{teacher}' is {what}, not a {', '.join(MODEL_STAGES)} stage")
         for p in parents:
             if p not in kinds:
                 raise ConfigError(f"{where}: from: '{p}' is not an earlier stage id "
@@ -98,8 +104,9 @@ def check_graph(spec: PipelineSpec, path: Path) -> None:
                 raise ConfigError(f"{where}: a {st.stage} stage cannot read a {kinds[p]} run "
                                   f"(it reads: {', '.join(allowed)})")
         if allowed not in ((), ("*",)) and len(parents) != 1 and not (d.optional_parent and not parents):
+            also = " (then, optionally, the model stage that teaches it)" if d.teacher else ""
             raise ConfigError(f"{where}: a {st.stage} stage needs {'at most' if d.optional_parent else 'exactly'} "
-                              f"one parent in 'from' (a {' or '.join(allowed)} stage id)")
+                              f"one parent in 'from' (a {' or '.join(allowed)} stage id){also}")
         kinds[st.id] = st.stage
 
 
