@@ -139,6 +139,26 @@ def test_train_with_a_teacher_distils_from_it_and_names_it(trained_run):
     assert run_name("train", hotter, [prep.name]) == plain.name  # no teacher: distill names nothing
 
 
+def test_resume_finds_the_teacher_in_the_manifest(trained_run, tmp_path):
+    """`train --resume NAME` without --teacher continues the distilled training it was (not a plain one)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from audiocomp.cli import app
+    from audiocomp.runs import Run
+
+    runs, teacher, cfg = trained_run
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    cli, common = CliRunner(), ["--runs-dir", str(runs), "-q"]
+    first = cli.invoke(app, ["train", "-c", str(tmp_path / "c.yaml"), "--from", teacher.parent("prepare").name,
+                             "--teacher", teacher.name, "--name", "taught", *common])
+    assert first.exit_code == 0, first.output
+    Run(runs / "taught").update_manifest(status="failed")  # as an interrupted run is left
+    resumed = cli.invoke(app, ["train", "--resume", "taught", *common])
+    assert resumed.exit_code == 0, resumed.output
+    assert Run(runs / "taught").metrics()["teacher"]["run"] == teacher.name
+
+
 def test_a_teacher_of_other_data_or_of_other_folds_is_refused(trained_run, tmp_path):
     """A teacher trained on another split has seen this run's validation or test items: refused before any
     run folder is made."""

@@ -164,9 +164,10 @@ class QuantizeConfig(Section):
 class DistillConfig(Section):
     """Knowledge distillation wherever a compressed model is fine-tuned (prune steps, hybrid, QAT, compress
     rungs): the stage's parent model (`--from`), frozen, teaches; and in a training run given a teacher
-    (`train --teacher RUN`: a teacher given is a teacher used, whatever `enabled` says). Loss = (1 - alpha) CE(student, y) + alpha
-    T^2 KL(softmax(teacher/T) || softmax(student/T)) (Hinton et al. 2015); multi-label sets: BCE of
-    student/T against sigmoid(teacher/T), times T^2 (train/distill.py). Off: the run name is unchanged."""
+    (`train --teacher RUN`: a teacher given is a teacher used, whatever `enabled` says).
+    Loss = (1 - alpha) CE(student, y) + alpha T^2 KL(softmax(teacher/T) || softmax(student/T)) (Hinton et al.
+    2015); multi-label sets: BCE of student/T against sigmoid(teacher/T), times T^2 (train/distill.py). Off:
+    the run name is unchanged."""
     enabled: bool = False
     alpha: float = Field(0.5, ge=0, le=1)  # weight of the teacher term; 0 = plain fine-tuning
     temperature: float = Field(4.0, gt=0)  # softens both sides' logits
