@@ -171,3 +171,18 @@ def test_torchrun_two_cpu_processes_on_gloo(tmp_path, tiny_overrides):
     assert m["train_items"] == n_train and 0 <= m["test_accuracy"] <= 1
     assert sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) == ["ddp", run.parent("prepare").name]
     load_model(run / "model")
+
+
+def test_pitch_shift_reaches_training_and_pruning_fine_tunes(trained_run, tmp_path):
+    """The log-mel band frequencies come from the prepared store to every fit that augments: a training run
+    and a prune stage's fine-tuning (without them, pitch_shift is a config error)."""
+    from audiocomp.stages import prune, train
+
+    _, model_run, cfg = trained_run
+    shifted = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "augment": cfg.train.augment.model_copy(update={"pitch_shift": 2.0})})})
+    trained = train.run(shifted, tmp_path, from_run=model_run.parent("prepare"), progress=False)
+    assert trained.status == "done" and trained.name != model_run.name
+    pruning = shifted.prune.model_copy(update={"method": "taylor", "channel_ratio": 0.5, "finetune_epochs": 1})
+    pruned = prune.run(shifted.model_copy(update={"prune": pruning}), model_run, tmp_path, progress=False)
+    assert pruned.metrics()["history"]
