@@ -186,3 +186,13 @@ def test_pitch_shift_reaches_training_and_pruning_fine_tunes(trained_run, tmp_pa
     pruning = shifted.prune.model_copy(update={"method": "taylor", "channel_ratio": 0.5, "finetune_epochs": 1})
     pruned = prune.run(shifted.model_copy(update={"prune": pruning}), model_run, tmp_path, progress=False)
     assert pruned.metrics()["history"]
+
+
+def test_pitch_shift_on_other_features_fails_before_the_run_exists(tmp_path, tiny_overrides):
+    from audiocomp.config import ConfigError
+    from audiocomp.stages import train
+
+    cfg = load_config([], tiny_overrides + ["features.kind=mfcc", "features.n_mfcc=13", "train.augment.pitch_shift=2"])
+    with pytest.raises(ConfigError, match="pitch_shift: the features of .* are not log-mel .features.kind: mfcc"):
+        train.run(cfg, tmp_path, name="mfcc", progress=False)
+    assert not (tmp_path / "mfcc").exists()

@@ -146,6 +146,9 @@ def check_train_options(cfg: Config, prepared: Prepared) -> None:
     """Options that depend on the data, checked before anything is written (ConfigError naming the key)."""
     for entry in prepared.splits["splits"]:
         resolve_monitor(cfg.train, prepared.store.multilabel, bool(entry["val"]))
+    if cfg.train.augment.pitch_shift > 0 and prepared.store.band_hz() is None:
+        raise ConfigError(f"train.augment.pitch_shift: the features of {prepared.run.name} are not log-mel "
+                          f"(features.kind: {prepared.store.features_config().kind}); use freq_shift or remove it")
     if cfg.train.seeds > 1 and len(prepared.splits["splits"]) > 1:
         raise ConfigError(f"train.seeds={cfg.train.seeds} with {len(prepared.splits['splits'])} folds: seeds and "
                           "cross-validation in one run are not supported; train one fold per run with seeds, "
