@@ -84,6 +84,11 @@ class ModelSpec:
     compression: list[dict] = field(default_factory=list)  # recipe steps (pruning, quantization)
     shapes: Optional[dict[str, list[int]]] = None  # parameter shapes after structural pruning
 
+    @property
+    def format(self) -> str:
+        """The number format of the saved model: its last compression step's (int8, fp16, ...), else fp32."""
+        return self.compression[-1].get("format", "fp32") if self.compression else "fp32"
+
     def to_dict(self) -> dict:
         from dataclasses import asdict
 

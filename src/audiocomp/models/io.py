@@ -77,8 +77,8 @@ def load_model(folder: Path | str) -> tuple[AudioClassifier, ModelSpec]:
     step = spec.compression[-1] if spec.compression else {}
     if step.get("stage") in LOADERS:  # its producer defines the artifact format, so it also rebuilds it
         return LOADERS.get(step["stage"])(spec, folder), spec
-    if step.get("format", "fp32") != "fp32":  # float models (pruned ones too) load below; this one cannot
-        raise ModelLoadError(f"{folder / 'arch.json'}: a {step['format']} model, and no loader for it is "
+    if spec.format != "fp32":  # float models (pruned ones too) load below; this one cannot
+        raise ModelLoadError(f"{folder / 'arch.json'}: a {spec.format} model, and no loader for it is "
                              "registered (load it with audiocomp.load_model, or import audiocomp.compress first)")
     model = build_model(spec)
     state = safe_torch_load(folder / "model.pt")

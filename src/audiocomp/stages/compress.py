@@ -45,8 +45,8 @@ def _check_parent(model_run: Run) -> None:
     if spec.multilabel:
         raise ConfigError(f"compress: {model_run.path}: a multi-label model; compress selects on validation "
                           "accuracy, which a multi-label set does not have (prune and quantize it instead)")
-    if spec.compression and spec.compression[-1].get("format", "fp32") != "fp32":
-        raise ConfigError(f"compress: {model_run.path}: its model is already {spec.compression[-1]['format']}; "
+    if spec.format != "fp32":
+        raise ConfigError(f"compress: {model_run.path}: its model is already {spec.format}; "
                           "compress a float model (a train or prune run)")
 
 

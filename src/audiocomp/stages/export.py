@@ -114,7 +114,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         run = ctx.run
         folder = model_run.path / "model"
         model, spec = ctx.parent_model()
-        fmt = spec.compression[-1].get("format", "fp32") if spec.compression else "fp32"
+        fmt = spec.format
         bundle.check_target(target, with_frontend, "int8" in fmt)
         int8 = onnx_quantized(spec)  # its reference is the float parent, not the INT8 artifact itself
         reference_model = ctx.reference(model, spec)

@@ -168,6 +168,7 @@ def load_teacher(teacher: Run, prepared: Prepared) -> torch.nn.Module:
     """The float model of a model run trained on this very split, to distil from (ConfigError otherwise: a
     teacher that trained on other items would leak what this run validates and tests on into its training)."""
     from ..models import load_model
+    from ..models.io import load_spec
 
     own = teacher.parent("prepare") if teacher.stage != "prepare" else None
     if own is None or own.name != prepared.run.name:
@@ -178,12 +179,11 @@ def load_teacher(teacher: Run, prepared: Prepared) -> torch.nn.Module:
         raise ConfigError(f"teacher {teacher.path}: this training cross-validates over "
                           f"{len(prepared.splits['splits'])} folds, whose test parts the teacher trained on; "
                           "distil one split at a time (split.test_fold: N)")
-    model, spec = load_model(teacher.path / "model")
-    step = spec.compression[-1] if spec.compression else {}
-    if step.get("format", "fp32") != "fp32":
-        raise ConfigError(f"teacher {teacher.path}: holds a {step['format']} model; a teacher must be a float "
+    fmt = load_spec(teacher.path / "model").format  # refused before the model is loaded
+    if fmt != "fp32":
+        raise ConfigError(f"teacher {teacher.path}: holds a {fmt} model; a teacher must be a float "
                           "model (use the run it was quantized from)")
-    return model
+    return load_model(teacher.path / "model")[0]
 
 
 @contextlib.contextmanager
