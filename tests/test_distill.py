@@ -170,6 +170,24 @@ def test_a_teacher_of_other_data_or_of_other_folds_is_refused(trained_run, tmp_p
     with pytest.raises(ConfigError, match="same prepared split"):
         train.run(cfg, tmp_path / "runs", from_run=other, teacher=teacher, name="kd", progress=False)
     assert not (tmp_path / "runs" / "kd").exists()
+    folds_cfg = cfg.model_copy(update={"split": cfg.split.model_copy(update={"kind": "folds", "test_fold": "all"})})
+    folds_teacher = train.run(folds_cfg, tmp_path / "runs", progress=False)
+    with pytest.raises(ConfigError, match="cross-validates over 5 folds"):
+        train.run(folds_cfg, tmp_path / "runs", from_run=folds_teacher.parent("prepare"), teacher=folds_teacher,
+                  name="kd-folds", progress=False)
+    assert not (tmp_path / "runs" / "kd-folds").exists()
+
+
+def test_a_quantized_teacher_is_refused(trained_run, tmp_path):
+    from audiocomp.stages import quantize, train
+
+    runs, model_run, cfg = trained_run
+    int8 = quantize.run(cfg.model_copy(update={"quantize": cfg.quantize.model_copy(update={"method": "dynamic"})}),
+                        model_run, tmp_path / "runs", progress=False)
+    with pytest.raises(ConfigError, match="holds a int8.* model; a teacher must be a float model"):
+        train.run(cfg, tmp_path / "runs", from_run=model_run.parent("prepare"), teacher=int8, name="kd",
+                  progress=False)
+    assert not (tmp_path / "runs" / "kd").exists()
 
 
 def test_fit_with_alpha_one_learns_the_teacher_not_the_labels(tmp_path):
