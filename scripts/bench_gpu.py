@@ -57,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default=None, help="[default: a temporary folder]")
     ap.add_argument("--out", default="bench-results")
-    ap.add_argument("--cnn-epochs", type=int, default=40, help="our CNN recipe's 40 epochs")
+    ap.add_argument("--cnn-epochs", type=int, default=60, help="our CNN recipe's 60 epochs")
     ap.add_argument("--resnet-epochs", type=int, default=2)
     ap.add_argument("--clips-per-class", type=int, default=200)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
