@@ -85,7 +85,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         float_model, spec = ctx.parent_model()
         if any(step.get("stage") == "quantize" for step in spec.compression):
             raise RunError(f"run {model_run.path}: its model is already quantized "
-                           f"({spec.compression[-1]['format']}); quantize the float run instead")
+                           f"({spec.format}); quantize the float run instead")
         split = ctx.data.split()
         store = ctx.data.store
         rows = calibration_rows(split["train"], qc.calibration_batch_size, qc.calibration_batches, cfg.seed)
