@@ -8,10 +8,16 @@ from scipy.stats import binomtest
 from audiocomp.config import ConfigError, load_config
 from audiocomp.runs import Run
 
-# static INT8 calibrated on one batch of two items: its clipped ranges change some of the tiny model's answers,
-# so there is something to pair
-QUANT = ["quantize.backend=torch", "quantize.method=static", "quantize.calibration_batches=1",
-         "quantize.calibration_batch_size=2", "quantize.latency_runs=2", "quantize.allow_degraded=true"]
+# static INT8 calibrated on one batch of one or two items: its clipped ranges change some of the tiny model's
+# answers, so there is something to pair. Which setting changes one of the 20 test items' correctness depends on
+# the CPU's kernels (the trained model differs between machines), so the fixture takes the first that does
+COMMON = ["quantize.method=static", "quantize.calibration_batches=1", "quantize.latency_runs=2",
+          "quantize.allow_degraded=true"]
+QUANT_TRIES = [["quantize.backend=torch", "quantize.calibration_batch_size=2"],
+               ["quantize.backend=onnxruntime", "quantize.calibration_batch_size=1"],
+               ["quantize.backend=torch", "quantize.calibration_batch_size=1"],
+               ["quantize.backend=onnxruntime", "quantize.calibration=percentile", "quantize.percentile=91",
+                "quantize.calibration_batch_size=2"]]
 
 
 def raw(path):
@@ -32,12 +38,19 @@ def better_run(trained_run):
 
 @pytest.fixture(scope="module")
 def quantized(better_run):
+    """A quantized run of better_run whose answers differ from the float model's in correctness on some test item
+    (the first of QUANT_TRIES that does), so the paired checks below compare something."""
     from audiocomp.stages import quantize
 
     runs, model_run, cfg = better_run
-    q = quantize.run(load_config([], QUANT, base=cfg.to_dict()), model_run, runs, name="cmp-q", force=True,
-                     progress=False)
-    return runs, model_run, q, cfg
+    for sets in QUANT_TRIES:
+        q = quantize.run(load_config([], COMMON + sets, base=cfg.to_dict()), model_run, runs, name="cmp-q",
+                         force=True, progress=False)
+        qz, fz = raw(q.path / "predictions-test.npz"), raw(q.path / "float_predictions-test.npz")
+        if ((qz["scores"].argmax(1) == qz["targets"]) != (fz["scores"].argmax(1) == fz["targets"])).any():
+            return runs, model_run, q, cfg
+    pytest.fail("no INT8 setting in QUANT_TRIES changed a test item's correctness: the paired checks would "
+                "compare zeros")
 
 
 def test_train_saves_the_chosen_models_predictions_on_validation_and_test(trained_run):
@@ -68,7 +81,6 @@ def test_quantize_pairs_float_and_quantized_on_the_same_rows(quantized):
     a = fz["scores"].argmax(1) == fz["targets"]
     b = qz["scores"].argmax(1) == qz["targets"]
     d = m["vs_parent"]["test"]
-    assert (a != b).any(), "float and INT8 agree on every item: the checks below would compare zeros"
     assert d["diff"] == pytest.approx(b.mean() - a.mean()) == pytest.approx(m["test_accuracy"] - m["float_test_accuracy"])
     assert (d["a_only"], d["b_only"]) == (int((a & ~b).sum()), int((b & ~a).sum()))
     n = d["a_only"] + d["b_only"]
@@ -117,7 +129,7 @@ def test_pipeline_report_rows_are_named_by_stage_id(tmp_path, tiny_overrides):
     papers = tmp_path / "papers.yaml"
     papers.write_text("studies:\n  - {id: toy, dataset: synth, model: cnn, rows: [{id: base, method: cnn, accuracy: 0.9}]}\n")
     published = [f"report.papers={papers}", "report.published={fp32: toy/base, q: null}"]
-    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *QUANT, *published], tmp_path / "runs",
+    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *COMMON, *QUANT_TRIES[0], *published], tmp_path / "runs",
                            tmp_path / "out", progress=False, quiet=True)
     runs = {s["id"]: s["run"] for s in summary["stages"]}
     md = (tmp_path / "out" / "table" / "report.md").read_text()
