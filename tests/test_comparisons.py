@@ -129,8 +129,8 @@ def test_pipeline_report_rows_are_named_by_stage_id(tmp_path, tiny_overrides):
     papers = tmp_path / "papers.yaml"
     papers.write_text("studies:\n  - {id: toy, dataset: synth, model: cnn, rows: [{id: base, method: cnn, accuracy: 0.9}]}\n")
     published = [f"report.papers={papers}", "report.published={fp32: toy/base, q: null}"]
-    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *COMMON, *QUANT_TRIES[0], *published], tmp_path / "runs",
-                           tmp_path / "out", progress=False, quiet=True)
+    summary = pipeline.run(path, [*tiny_overrides, "train.epochs=1", *COMMON, *QUANT_TRIES[0], *published],
+                           tmp_path / "runs", tmp_path / "out", progress=False, quiet=True)
     runs = {s["id"]: s["run"] for s in summary["stages"]}
     md = (tmp_path / "out" / "table" / "report.md").read_text()
     assert "| fp32 |" in md and "| q |" in md and f"| {runs['fp32']} |" not in md and "toy/base: 90.0%" in md
