@@ -7,7 +7,8 @@ import pytest
 
 from audiocomp.config import IntervalConfig
 from audiocomp.datasets.base import Item
-from audiocomp.evaluate.predictions import Predictions, compare, interval, item_keys, same_items, sampling_groups
+from audiocomp.evaluate.predictions import (Predictions, compare, compare_pooled, interval, item_keys, same_items,
+                                           sampling_groups)
 from audiocomp.evaluate.stats import paired_difference
 from audiocomp.runs import RunError
 
@@ -75,6 +76,35 @@ def test_pairs_by_item_across_stores_and_refuses_other_items():
     with pytest.raises(RunError, match="disagree on their targets"):
         compare(a, wrong)
 
+
+
+def answering(pred, right):
+    """`pred` with scores that get exactly the items in `right` (a 0/1 list) right."""
+    scores = np.zeros((len(right), 3), np.float32)
+    scores[np.arange(len(right)), np.where(np.array(right, bool), pred.targets, (pred.targets + 1) % 3)] = 1
+    return Predictions(pred.part, pred.rows, pred.keys, pred.targets, scores, pred.groups, pred.store)
+
+
+def test_pooled_comparison_counts_every_pair_and_resamples_a_recording_with_all_its_seeds():
+    items = clips(6, group=lambda i: f"rec{i // 2}")  # 3 recordings of 2 clips, all in test
+    split = {"train": [], "val": [], "test": [0, 1, 2, 3, 4, 5]}
+    base = Predictions.of_split(store(items), split, "test", np.zeros((6, 3)), np.array([0, 1, 2, 0, 1, 2]))
+    assert base.groups is not None
+    # seed 0: base right on 0, 1, 2; new on 1, 2, 3, 4 -- seed 1: base right on all; new on 0, 1, 2, 3, 4
+    pairs = [(answering(base, [1, 1, 1, 0, 0, 0]), answering(base, [0, 1, 1, 1, 1, 0])),
+             (answering(base, [1, 1, 1, 1, 1, 1]), answering(base, [1, 1, 1, 1, 1, 0]))]
+    d = compare_pooled(pairs, IntervalConfig(n_boot=500, seed=3))
+    # by hand: right only for base, item 0 (seed 0) and item 5 (seed 1); only for new, items 3 and 4 (seed 0)
+    assert (d["a_only"], d["b_only"], d["n"]) == (2, 2, 12) and d["diff"] == pytest.approx(0.0)
+    assert d["resampled"] == "groups" and d["groups"] == 3  # rec0..rec2, each with both seeds' clips
+    assert d["low"] <= d["diff"] <= d["high"]
+    # without groups, an item (not an item of one seed) is the unit
+    plain = [tuple(Predictions(p.part, p.rows, p.keys, p.targets, p.scores) for p in pair) for pair in pairs]
+    assert compare_pooled(plain)["groups"] == 6
+    other = Predictions.of_split(store(clips(8)), {"train": [], "val": [], "test": [6, 7]}, "test",
+                                 np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(RunError, match="same single-label items"):
+        compare_pooled([pairs[0], (base, other)])
 
 def test_multilabel_predictions_have_no_accuracy_interval():
     items = [Item(path=f"c{i}.wav", target=(0, 1)) for i in range(3)]

@@ -120,17 +120,37 @@ def same_items(a: Predictions, b: Predictions) -> Optional[np.ndarray]:
     return order
 
 
-def compare(reference: Predictions, other: Predictions, icfg: IntervalConfig = IntervalConfig()) -> Optional[dict]:
-    """paired_difference(reference, other) on the same items (diff = other - reference), resampling the
-    reference's groups; None when the items differ or the set is multi-label."""
+def _aligned(reference: Predictions, other: Predictions) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(reference's correctness, other's on the same items in the reference's order), or None when the items
+    differ or the set is multi-label."""
     order = same_items(reference, other)
     if order is None or reference.correct is None:
         return None
     if not np.array_equal(reference.targets, other.targets[order]):
         raise RunError(f"predictions of the same items disagree on their targets (store {reference.store} vs "
                        f"{other.store})")
-    return paired_difference(reference.correct, other.correct[order], reference.groups, icfg.n_boot, icfg.seed,
-                             icfg.level)
+    return reference.correct, other.correct[order]
+
+
+def compare(reference: Predictions, other: Predictions, icfg: IntervalConfig = IntervalConfig()) -> Optional[dict]:
+    """paired_difference(reference, other) on the same items (diff = other - reference), resampling the
+    reference's groups; None when the items differ or the set is multi-label."""
+    aligned = _aligned(reference, other)
+    if aligned is None:
+        return None
+    return paired_difference(*aligned, reference.groups, icfg.n_boot, icfg.seed, icfg.level)
+
+
+def compare_pooled(pairs: list[tuple[Predictions, Predictions]], icfg: IntervalConfig = IntervalConfig()) -> dict:
+    """One paired difference over several (reference, other) pairs of the same items, e.g. two recipes trained
+    with seeds 0, 1 and 2: the pairs' items together, each group (a recording; an item where the set has no
+    groups) resampled with all its copies, since a recording's clips are not independent across seeds either."""
+    aligned = [_aligned(a, b) for a, b in pairs]
+    if not pairs or any(x is None for x in aligned):
+        raise RunError("pooled comparison: every pair must score the same single-label items")
+    groups = np.concatenate([a.groups if a.groups is not None else a.keys for a, _ in pairs])
+    return paired_difference(np.concatenate([x[0] for x in aligned]), np.concatenate([x[1] for x in aligned]),
+                             groups, icfg.n_boot, icfg.seed, icfg.level)
 
 
 def intervals(preds: dict[str, Predictions], icfg: IntervalConfig = IntervalConfig()) -> dict:
