@@ -131,6 +131,31 @@ def test_compress_resumes_after_the_last_finished_rung(trained_run, monkeypatch,
     assert compress.run(cfg, model_run, tmp_path / "runs", name="c", progress=False).path == run.path  # done: kept
 
 
+@pytest.mark.parametrize("rung_epoch", ["last", "best"])
+def test_a_rung_keeps_the_fine_tuning_epoch_compress_rung_epoch_says(trained_run, monkeypatch, tmp_path, rung_epoch):
+    """Validation judges the rungs, so by default it chooses no rung's epoch before: the last one is kept."""
+    from audiocomp.stages import compress, finetune
+
+    runs, model_run, cfg = trained_run
+    kept, real_fit = [], finetune.fit
+
+    def fit(*a, **k):
+        result = real_fit(*a, **k)
+        kept.append((a[3].keep, result.selection, result.best_epoch))
+        return result
+
+    monkeypatch.setattr(finetune, "fit", fit)
+    run = compress.run(_cfg(cfg, ratios=[0.5], finetune_epochs=3, int8=False, rung_epoch=rung_epoch), model_run,
+                       tmp_path / "runs", name="c", progress=False)
+    keep, selection, best_epoch = kept[0]
+    assert len(kept) == 1 and keep == rung_epoch
+    if rung_epoch == "last":
+        assert selection == "last epoch (train.keep: last)" and best_epoch == 3
+    else:
+        assert selection == "best val_accuracy"
+    assert f"each rung keeps its {rung_epoch} fine-tuning epoch" in (run.path / "front.md").read_text()
+
+
 def test_compress_cli_help_and_bad_target(trained_run):
     from audiocomp.cli import app
 

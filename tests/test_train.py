@@ -240,6 +240,20 @@ def test_the_best_epoch_is_chosen_on_validation_never_on_training_loss(tmp_path)
     assert multi.monitor == "val_map"
 
 
+def test_keep_last_keeps_the_last_epoch_whatever_validation_says(tmp_path):
+    from audiocomp.models.io import safe_torch_load
+
+    _, best, _, _ = run_fit(tmp_path / "best", epochs=6, lr=0.001)
+    assert best.best_epoch < 6  # on this toy run validation prefers an earlier epoch...
+    model, last, log, _ = run_fit(tmp_path / "last", epochs=6, lr=0.001, keep="last")
+    assert [r["val_accuracy"] for r in log] == [r["val_accuracy"] for r in best.history]  # ...of the same run
+    assert last.monitor is None and last.selection == "last epoch (train.keep: last)" and last.best_epoch == 6
+    kept = safe_torch_load(tmp_path / "last/best.pt")
+    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())  # the final weights
+    with pytest.raises(ConfigError, match="train.early_stopping=2 stops at the best validation epoch"):
+        run_fit(tmp_path / "stop", epochs=2, keep="last", early_stopping=2)
+
+
 @pytest.mark.parametrize("multilabel,monitor", [(False, "val_map"), (True, "val_accuracy"), (True, "val_macro_f1")])
 def test_a_monitor_the_data_does_not_produce_is_a_config_error(tmp_path, multilabel, monitor):
     with pytest.raises(ConfigError, match=f"train.monitor={monitor}: not produced on a (multi|single)-label set"):

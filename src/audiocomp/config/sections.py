@@ -108,6 +108,9 @@ class TrainConfig(Section):
     early_stopping: Optional[int] = Field(None, ge=1)  # patience in epochs on the validation metric
     # picks the best epoch; auto: val_accuracy (single-label) or val_map (multi-label)
     monitor: Literal["auto", "val_accuracy", "val_loss", "val_macro_f1", "val_map"] = "auto"
+    # the epoch whose weights the run keeps: best (on the monitor; its validation score is then optimistic,
+    # since that part chose it) or last (validation chooses nothing, so it can judge the model afterwards)
+    keep: Literal["best", "last"] = "best"
     seeds: int = Field(1, ge=1)  # independent trainings (seed, seed+1, ...) in seeds/<k>/: mean +- std
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # autocast precision of the forward pass (weights, optimizer and loss stay float32). auto: float16 with
@@ -183,6 +186,9 @@ class CompressConfig(Section):
     max_drop: float = Field(0.01, ge=0, le=1)  # largest accepted validation accuracy drop vs the parent
     target: Literal["size", "macs", "latency"] = "size"  # what "smallest" means
     finetune_epochs: int = Field(2, ge=0)  # per rung (prune.finetune_lr or train.lr)
+    # the fine-tuning epoch a rung keeps (train.keep for rungs): last, because validation then judges the rung;
+    # its best epoch on that same part scored about 2 points above its last one (README "Our recipes")
+    rung_epoch: Literal["last", "best"] = "last"
     int8: bool = True  # also quantize every rung (ONNX Runtime static QDQ, calibrated on training batches)
     latency_runs: int = Field(30, ge=3)  # batch-1, 1-thread ONNX Runtime timings per form (median)
 

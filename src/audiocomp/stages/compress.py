@@ -84,8 +84,9 @@ def front_rows(records: list[dict], parent_val: float, max_drop: float) -> list[
 def _markdown(rows: list[dict], parent_val: float, cfg: Config) -> str:
     cc = cfg.compress
     lines = [f"Validation accuracy of every rung (parent: {parent_val:.1%}; max drop {cc.max_drop:.1%}; "
-             f"target: {cc.target}). Size: the deployable file's bytes on disk (zipped beside it); latency: "
-             "ONNX Runtime, 1 thread, batch 1 (median). Front: on the Pareto front of accuracy vs that cost.", "",
+             f"target: {cc.target}; each rung keeps its {cc.rung_epoch} fine-tuning epoch). Size: the deployable "
+             "file's bytes on disk (zipped beside it); latency: ONNX Runtime, 1 thread, batch 1 (median). Front: on "
+             "the Pareto front of accuracy vs that cost.", "",
              "| Rung | Form | Val accuracy [95% CI] | File | Size (KB) | Zipped (KB) | Params | MACs | Latency (ms) "
              "| Front (size/MACs/latency) | Within max drop | Chosen |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -7,7 +7,8 @@
     rungs/<method>-<pct>/rung.json   its measurements, written last: a rung with this file is finished
 
 A ladder prunes each rung from the previous one (warm start) and fine-tunes it (distilled from the parent
-when distill.enabled); a rerun finds the finished rungs by their rung.json and starts after the last.
+when distill.enabled), keeping its last fine-tuning epoch by default (compress.rung_epoch), since the
+validation part then judges it; a rerun finds the finished rungs by their rung.json and starts after the last.
 Every score here is on the VALIDATION part: the test part is the stage's, after the choice.
 """
 from __future__ import annotations
@@ -119,7 +120,7 @@ def prune_rung(ctx: StageContext, model, spec: ModelSpec, method: str, ratio: fl
                                              "macs_reduction": None, "sensitivity": None,
                                              "finetune_epochs": cfg.compress.finetune_epochs})
     pctx = prune_context(ctx, spec, prune_cfg, checkpoints=rung_dir / "checkpoints", teacher=teacher,
-                         log_prefix=f"{rung_dir.name}/")
+                         log_prefix=f"{rung_dir.name}/", keep=cfg.compress.rung_epoch)
     steps = prune_model(model, pctx)
     model.eval()
     spec.compression = [*spec.compression, {"method": prune_cfg.method, "format": "fp32", "ladder": method,

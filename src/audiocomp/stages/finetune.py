@@ -24,10 +24,11 @@ def teacher_of(ctx: StageContext):
 
 def prune_context(ctx: StageContext, spec, prune_cfg: Optional[PruneConfig] = None,
                   layer_ratios: Optional[dict[str, float]] = None, checkpoints: Optional[Path] = None,
-                  teacher=None, log_prefix: str = "") -> PruneContext:
+                  teacher=None, log_prefix: str = "", keep: Optional[str] = None) -> PruneContext:
     """Calibration batches (of the training rows `calibration_rows` returns, recorded by the caller), the
     real loss and a fine-tuning function (checkpoints under `checkpoints`/<tag>, by default the run's
-    checkpoints/) for `prune_cfg` (by default cfg.prune); with `teacher`, fine-tuning is distilled from it."""
+    checkpoints/) for `prune_cfg` (by default cfg.prune); with `teacher`, fine-tuning is distilled from it;
+    `keep` overrides train.keep (which epoch of each fine-tuning is kept)."""
     cfg = ctx.cfg
     prune_cfg = prune_cfg or cfg.prune
     checkpoints = checkpoints or ctx.run.path / "checkpoints"
@@ -35,7 +36,8 @@ def prune_context(ctx: StageContext, spec, prune_cfg: Optional[PruneConfig] = No
     rows = calibration_rows(split["train"], cfg.train.batch_size, prune_cfg.calibration_batches, cfg.seed)
     calib = calibration_batches(ctx.data.store.features, ctx.data.store.targets(), rows, cfg.train.batch_size)
     ft_cfg = cfg.train.model_copy(update={"epochs": max(prune_cfg.finetune_epochs, 1), "early_stopping": None,
-                                          "lr": prune_cfg.finetune_lr or cfg.train.lr})
+                                          "lr": prune_cfg.finetune_lr or cfg.train.lr,
+                                          "keep": keep or cfg.train.keep})
     device = resolve_device(cfg.train.device)
 
     def finetune(model, tag: str) -> list[dict]:
@@ -47,7 +49,7 @@ def prune_context(ctx: StageContext, spec, prune_cfg: Optional[PruneConfig] = No
                      log=lambda record: ctx.log(record, f"epoch/{log_prefix}{tag}/", step=f"{log_prefix}{tag}"),
                      device=device, progress=ctx.progress, teacher=teacher, distill=cfg.distill,
                      band_hz=ctx.data.store.band_hz())
-        model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the epoch with the best validation score
+        model.cpu().load_state_dict(safe_torch_load(ckpt / "best.pt"))  # the kept epoch (ft_cfg.keep)
         (ckpt / "last.pt").unlink(missing_ok=True)  # resume state is not needed once the step is done
         return [{"step": tag, **r} for r in result.history]
 

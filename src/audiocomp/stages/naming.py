@@ -25,7 +25,7 @@ VOLATILE = {("train", "threads"), ("features", "workers")}
 # before they existed keep their names.
 SWITCHED = ("distill",)
 # Settings added after runs were named, with their off value: named only when set, for the same reason.
-ADDED = {("train", "ema_decay"): None, ("train", "augment", "time_stretch"): 0.0,
+ADDED = {("train", "ema_decay"): None, ("train", "keep"): "best", ("train", "augment", "time_stretch"): 0.0,
          ("train", "augment", "freq_shift"): 0.0, ("train", "augment", "pitch_shift"): 0.0}
 
 

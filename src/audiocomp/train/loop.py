@@ -56,15 +56,16 @@ class FitResult:
     best_value: Optional[float] = None
     stopped_early: bool = False
     monitor: Optional[str] = None  # the validation metric that chose the epoch; None: the last epoch was kept
+    unchosen: str = "last epoch (no validation part)"  # why, when monitor is None
     precision: str = "fp32"  # what the forward pass ran in (train.precision resolved for the device)
 
     @property
     def selection(self) -> str:
         """How the kept epoch was chosen, in words (metrics.json `selection`)."""
-        return f"best {self.monitor}" if self.monitor else NO_VALIDATION
+        return f"best {self.monitor}" if self.monitor else self.unchosen
 
 
-NO_VALIDATION = "last epoch (no validation part)"
+KEPT_LAST = "last epoch (train.keep: last)"
 MULTILABEL_MONITORS = ("val_loss", "val_map")
 SINGLE_LABEL_MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 
@@ -72,11 +73,17 @@ SINGLE_LABEL_MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 def resolve_monitor(cfg: TrainConfig, multilabel: bool, has_val: bool) -> Optional[str]:
     """The validation metric that picks the best epoch (and stops early), checked against the data before
     training: `auto` is val_accuracy (single-label) or val_map (multi-label). None when there is no
-    validation part: the last epoch is kept, and nothing is chosen (early stopping is then an error)."""
+    validation part or train.keep is last: the last epoch is kept, and nothing is chosen (early stopping is
+    then an error)."""
     if not has_val:
         if cfg.early_stopping:
             raise ConfigError(f"train.early_stopping={cfg.early_stopping}: this split has no validation part "
                               "(split.val_fraction: 0); early stopping needs one (or remove train.early_stopping)")
+        return None
+    if cfg.keep == "last":
+        if cfg.early_stopping:
+            raise ConfigError(f"train.early_stopping={cfg.early_stopping} stops at the best validation epoch, "
+                              "train.keep: last keeps the last one: remove one of them")
         return None
     if cfg.monitor == "auto":
         return "val_map" if multilabel else "val_accuracy"
@@ -124,7 +131,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         on_best: Optional[Callable[[nn.Module], None]] = None, teacher: Optional[nn.Module] = None,
         distill: Optional[DistillConfig] = None, band_hz: Optional[torch.Tensor] = None) -> FitResult:
     """Train `model` for cfg.epochs, saving `last.pt` (everything needed to resume) and `best.pt` (weights of
-    the best epoch on the validation monitor, or of the last epoch when there is no validation part) in
+    the best epoch on the validation monitor, or of the last epoch with train.keep: last or no validation part) in
     `ckpt_dir` after every epoch (rank 0 only). With resume, continue from `last.pt` exactly where it
     stopped; `reset_log(history)` then rewrites the per-epoch log to match the checkpoint (an epoch logged
     after the last checkpoint is run again, not logged twice). With `teacher` and `distill.enabled`, the loss
@@ -172,6 +179,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
     train_loss = objective(crit, teacher, distill, multilabel, amp)
     has_val = val is not None and len(val.rows) > 0
     result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
+    if has_val and result.monitor is None:
+        result.unchosen = KEPT_LAST
     start_epoch, bad_epochs = 0, 0
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
@@ -251,7 +260,7 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
         record["wall_seconds"] = round(time.perf_counter() - t0, 3)
         record["cpu_seconds"] = round(time.process_time() - cpu0, 3)
         result.history.append(record)
-        if result.monitor is None:  # no validation part: nothing is chosen, the last epoch is kept
+        if result.monitor is None:  # nothing is chosen (train.keep: last, or no validation part): the last is kept
             value, improved = None, True
         else:
             value = _monitor_value(record, result.monitor)
