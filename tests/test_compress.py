@@ -8,13 +8,14 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from audiocomp.compress.ladder import ladder, mark_fronts, rung_name, select, step_ratio
+from audiocomp.compress.ladder import candidates, ladder, mark_fronts, rung_name, select, step_ratio
 from audiocomp.config import ConfigError
 
 
 def _row(rung, form, acc, size, macs, lat):
-    return {"rung": rung, "form": form, "val_accuracy": acc, "file_bytes": size, "zipped_bytes": size,
-            "macs": macs, "latency_ms": lat}
+    method, _, pct = rung.partition("-")  # "s-50": 50% of the channels removed by method "s"
+    return {"rung": rung, "method": method, "ratio": int(pct or 0) / 100, "form": form, "val_accuracy": acc,
+            "file_bytes": size, "zipped_bytes": size, "macs": macs, "latency_ms": lat}
 
 
 ROWS = [_row("parent", "fp32", 0.90, 1000, 100, 1.0), _row("parent", "int8", 0.85, 300, 100, 0.5),
@@ -33,6 +34,28 @@ def test_select_smallest_within_max_drop_by_each_target():
     marked = mark_fronts(ROWS)
     assert [r["front_size"] for r in marked] == [True, False, True, True, True, True]
     assert not marked[1]["front_macs"] and marked[4]["front_macs"]
+
+
+def _ladder_row(method, ratio, form, acc, size):
+    return _row(f"{method}-{round(ratio * 100)}" if ratio else "parent", form, acc, size, size, size)
+
+
+def test_sequential_rule_stops_each_ladder_at_its_first_miss():
+    """Parent at 0.90, max drop 0.02: structured INT8 misses at 40% and is back within at 50% (noise, as it
+    is pruned further from the rung that missed), so the sequential rule takes structured-20 INT8; the plain
+    rule takes the 50% rung. A miss in one ladder or form does not stop another."""
+    rows = [_ladder_row("parent", 0.0, "fp32", 0.90, 1000), _ladder_row("parent", 0.0, "int8", 0.89, 280),
+            _ladder_row("structured", 0.2, "fp32", 0.90, 660), _ladder_row("structured", 0.2, "int8", 0.89, 190),
+            _ladder_row("structured", 0.4, "fp32", 0.89, 380), _ladder_row("structured", 0.4, "int8", 0.87, 110),
+            _ladder_row("structured", 0.5, "fp32", 0.87, 260), _ladder_row("structured", 0.5, "int8", 0.885, 84),
+            _ladder_row("hybrid", 0.2, "int8", 0.87, 189), _ladder_row("hybrid", 0.4, "int8", 0.90, 112)]
+    assert candidates(rows, 0.90, 0.02, sequential=False) == [True] * 5 + [False, False, True, False, True]
+    assert candidates(rows, 0.90, 0.02) == [True] * 5 + [False] * 5
+    assert (select(rows, 0.90, 0.02, "size")["rung"], select(rows, 0.90, 0.02, "size")["form"]) == \
+        ("structured-20", "int8")
+    assert select(rows, 0.90, 0.02, "size", sequential=False)["rung"] == "structured-50"
+    # the FP32 forms of the structured ladder are a ladder of their own: 40% is within, 50% misses
+    assert select([r for r in rows if r["form"] == "fp32"], 0.90, 0.02, "size")["rung"] == "structured-40"
 
 
 def test_ladder_ratios_compound_to_the_parents_channels():

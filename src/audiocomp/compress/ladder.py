@@ -3,10 +3,12 @@ rungs, and the choice of the smallest rung within `max_drop` of the parent on va
 
 A row is one form of one rung: {"rung", "method", "ratio", "form" (fp32 | int8), "val_accuracy",
 "file_bytes", "zipped_bytes", "parameters", "macs", "latency_ms", ...}. The parent is a rung too (ratio 0):
-its FP32 form is the reference, its INT8 form a candidate like any other.
+its FP32 form is the reference, its INT8 form a candidate like any other. Each (method, form) pair is a
+ladder of its own for the sequential rule (`candidates`).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from ..report.plots import pareto_front
@@ -45,11 +47,31 @@ def qualifies(row: dict, parent_val: float, max_drop: float) -> bool:
     return row.get("val_accuracy") is not None and row["val_accuracy"] >= parent_val - max_drop - EPS
 
 
-def select(rows: list[dict], parent_val: float, max_drop: float, target: str) -> Optional[dict]:
-    """The smallest row by `target` whose validation accuracy (point estimate) is at most `max_drop` below
-    the parent's; None when no row qualifies. Only validation numbers are read: the test part plays no part."""
+def candidates(rows: list[dict], parent_val: float, max_drop: float, sequential: bool = True) -> list[bool]:
+    """Which rows may be chosen: those within `max_drop` and, when `sequential`, reached by their ladder: every
+    shallower rung of the same method, in the same form, is within `max_drop` too. Each ladder is then tested
+    in order and stops at its first miss (fixed-sequence testing), so a deeper rung that validation happens to
+    score higher after a shallower one missed is not taken: pruned further from a rung that missed, its
+    better score is noise, not evidence."""
+    ok = [qualifies(r, parent_val, max_drop) for r in rows]
+    if not sequential:
+        return ok
+    first_miss: dict[tuple, float] = {}
+    for r, within in zip(rows, ok):
+        if not within:
+            chain = (r.get("method"), r.get("form"))
+            first_miss[chain] = min(first_miss.get(chain, math.inf), r.get("ratio", 0.0))
+    return [within and r.get("ratio", 0.0) < first_miss.get((r.get("method"), r.get("form")), math.inf)
+            for r, within in zip(rows, ok)]
+
+
+def select(rows: list[dict], parent_val: float, max_drop: float, target: str,
+           sequential: bool = True) -> Optional[dict]:
+    """The smallest row by `target` among the `candidates` (validation accuracy, a point estimate, at most
+    `max_drop` below the parent's, and reached by its ladder when `sequential`); None when there is none.
+    Only validation numbers are read: the test part plays no part."""
     key = TARGETS[target]
-    ok = [r for r in rows if qualifies(r, parent_val, max_drop) and r.get(key) is not None]
+    ok = [r for r, c in zip(rows, candidates(rows, parent_val, max_drop, sequential)) if c and r.get(key) is not None]
     return min(ok, key=lambda r: (r[key], r["file_bytes"], r["zipped_bytes"], -r["val_accuracy"]), default=None)
 
 

@@ -184,6 +184,8 @@ class CompressConfig(Section):
     ratios: list[Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=lambda: [0.25, 0.5, 0.7, 0.8, 0.9],
                                                                min_length=1)
     max_drop: float = Field(0.01, ge=0, le=1)  # largest accepted validation accuracy drop vs the parent
+    # a rung past its ladder's first miss of max_drop (same method and form) is not a candidate
+    sequential: bool = True
     target: Literal["size", "macs", "latency"] = "size"  # what "smallest" means
     finetune_epochs: int = Field(2, ge=0)  # per rung (prune.finetune_lr or train.lr)
     # the fine-tuning epoch a rung keeps (train.keep for rungs): last, because validation then judges the rung;

@@ -6,7 +6,8 @@ the parent when distill.enabled), and each also quantized to ONNX Runtime static
 Every form of every rung, the parent's two included, is scored on the VALIDATION part and measured: file
 bytes (and zipped), parameters, MACs, batch-1 1-thread ONNX Runtime latency. The Pareto front (validation
 accuracy vs each cost) goes to front.csv, front.md and front-<cost>.png. The choice: the smallest form by
-compress.target whose validation accuracy point estimate is at most max_drop below the parent's. Only then
+compress.target whose validation accuracy point estimate is at most max_drop below the parent's, not past
+the first miss of its ladder (compress.sequential; compress/ladder.py `candidates`). Only then
 is the test part scored, once: the chosen model and the parent on the same items, with the paired interval.
 
 The run's model/ is the chosen form (model.pt, or model.onnx for an INT8 one, whose float form goes to
@@ -21,8 +22,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
 
-from ..compress.ladder import TARGETS, mark_fronts, select
-from ..config import Config, ConfigError
+from ..compress.ladder import TARGETS, candidates, mark_fronts, qualifies, select
+from ..config import CompressConfig, Config, ConfigError
 from ..evaluate.facts import model_facts
 from ..evaluate.predictions import compare_parts
 from ..models import load_model
@@ -35,7 +36,7 @@ from .naming import run_name
 
 FRONT_COLUMNS = ("rung", "method", "ratio", "form", "format", "val_accuracy", "val_accuracy_low", "val_accuracy_high",
                  "file", "file_bytes", "zipped_bytes", "parameters", "nonzero", "macs", "latency_ms",
-                 "front_size", "front_macs", "front_latency", "qualifies", "chosen")
+                 "front_size", "front_macs", "front_latency", "qualifies", "candidate", "chosen")
 COST_LABELS = {"size": "file bytes on disk", "macs": "MACs per item",
                "latency": "ONNX Runtime latency (ms), 1 thread, batch 1"}
 
@@ -74,11 +75,17 @@ def _ladders(ctx: StageContext, jobs: int, progress: bool) -> list[dict]:
         return [r for f in futures for r in f.result()]
 
 
-def front_rows(records: list[dict], parent_val: float, max_drop: float) -> list[dict]:
-    """One row per form of every rung, with its Pareto-front marks and whether it is within max_drop."""
-    rows = [{"rung": rec["rung"], "method": rec["method"], "ratio": rec["ratio"], **form}
-            for rec in records for form in rec["forms"]]
-    return [{**r, "qualifies": r["val_accuracy"] >= parent_val - max_drop - 1e-12} for r in mark_fronts(rows)]
+def front_rows(records: list[dict], parent_val: float, cc: CompressConfig) -> list[dict]:
+    """One row per form of every rung, with its Pareto-front marks, whether it is within max_drop and
+    whether it may be chosen (`candidates`: within, and not past a miss of its ladder when sequential)."""
+    rows = mark_fronts([{"rung": rec["rung"], "method": rec["method"], "ratio": rec["ratio"], **form}
+                        for rec in records for form in rec["forms"]])
+    return [{**r, "qualifies": qualifies(r, parent_val, cc.max_drop), "candidate": c}
+            for r, c in zip(rows, candidates(rows, parent_val, cc.max_drop, cc.sequential))]
+
+
+def _within(row: dict) -> str:
+    return "no" if not row["qualifies"] else "yes" if row["candidate"] else "yes, past a miss"
 
 
 def _markdown(rows: list[dict], parent_val: float, cfg: Config) -> str:
@@ -96,7 +103,7 @@ def _markdown(rows: list[dict], parent_val: float, cfg: Config) -> str:
         marks = "/".join("x" if r[f"front_{t}"] else "-" for t in TARGETS)
         lines.append(f"| {r['rung']} | {r['form']} | {r['val_accuracy']:.1%}{ci} | {r['file']} | "
                      f"{r['file_bytes'] / 1e3:.1f} | {r['zipped_bytes'] / 1e3:.1f} | {r['parameters']:,} | "
-                     f"{r['macs']:,} | {r['latency_ms']:.3f} | {marks} | {'yes' if r['qualifies'] else 'no'} | "
+                     f"{r['macs']:,} | {r['latency_ms']:.3f} | {marks} | {_within(r)} | "
                      f"{'**chosen**' if r.get('chosen') else ''} |")
     return "\n".join(lines) + "\n"
 
@@ -146,8 +153,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         parent = parent_rung(ctx)
         records = [parent, *_ladders(ctx, jobs, progress)]
         parent_val = next(f["val_accuracy"] for f in parent["forms"] if f["form"] == "fp32")
-        rows = front_rows(records, parent_val, cc.max_drop)
-        chosen = select(rows, parent_val, cc.max_drop, cc.target)
+        rows = front_rows(records, parent_val, cc)
+        chosen = select(rows, parent_val, cc.max_drop, cc.target, cc.sequential)
         if chosen is None:  # cannot happen: the parent's own FP32 form is within any max_drop of itself
             raise RunError(f"{ctx.run.path}: no rung has a validation accuracy")
         for r in rows:
@@ -172,7 +179,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
             "parent": model_run.name, "target": cc.target, "max_drop": cc.max_drop, "methods": cc.methods,
             "ratios": cc.ratios, "finetune_epochs": cc.finetune_epochs,
             "distill": cfg.distill.model_dump() if cfg.distill.enabled else None,
-            "selection": f"val: smallest {cc.target} within {cc.max_drop:g} of the parent's val accuracy",
+            "selection": f"val: smallest {cc.target} within {cc.max_drop:g} of the parent's val accuracy"
+                         + (", not past its ladder's first miss" if cc.sequential else ""),
             "parent_val_accuracy": parent_val, "chosen": chosen, "front": front, "rungs": rows,
             "val_accuracy": chosen_scored["val"][0]["accuracy"], **test,
             **{k: v for k, v in saved.items()},
