@@ -49,6 +49,10 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     return None, False
 
 
+NO_VALIDATION = "last epoch (no validation part)"
+KEPT_LAST = "last epoch (train.keep: last)"
+
+
 @dataclass
 class FitResult:
     history: list[dict] = field(default_factory=list)
@@ -56,7 +60,7 @@ class FitResult:
     best_value: Optional[float] = None
     stopped_early: bool = False
     monitor: Optional[str] = None  # the validation metric that chose the epoch; None: the last epoch was kept
-    unchosen: str = "last epoch (no validation part)"  # why, when monitor is None
+    unchosen: str = NO_VALIDATION  # why the last epoch was kept, when monitor is None
     precision: str = "fp32"  # what the forward pass ran in (train.precision resolved for the device)
 
     @property
@@ -65,7 +69,6 @@ class FitResult:
         return f"best {self.monitor}" if self.monitor else self.unchosen
 
 
-KEPT_LAST = "last epoch (train.keep: last)"
 MULTILABEL_MONITORS = ("val_loss", "val_map")
 SINGLE_LABEL_MONITORS = ("val_loss", "val_accuracy", "val_macro_f1")
 
@@ -178,9 +181,8 @@ def fit(model: nn.Module, train: ArrayBatches, val: Optional[ArrayBatches], cfg:
 
     train_loss = objective(crit, teacher, distill, multilabel, amp)
     has_val = val is not None and len(val.rows) > 0
-    result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val))
-    if has_val and result.monitor is None:
-        result.unchosen = KEPT_LAST
+    result = FitResult(monitor=resolve_monitor(cfg, multilabel, has_val),
+                       unchosen=KEPT_LAST if has_val else NO_VALIDATION)
     start_epoch, bad_epochs = 0, 0
     last = ckpt_dir / "last.pt"
     if resume and last.exists():
