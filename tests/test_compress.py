@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from audiocomp.compress.ladder import candidates, ladder, mark_fronts, rung_name, select, step_ratio
+from audiocomp.compress.ladder import candidates, exhausted, ladder, mark_fronts, rung_name, select, step_ratio
 from audiocomp.config import ConfigError
 
 
@@ -56,6 +56,16 @@ def test_sequential_rule_stops_each_ladder_at_its_first_miss():
     assert select(rows, 0.90, 0.02, "size", sequential=False)["rung"] == "structured-50"
     # the FP32 forms of the structured ladder are a ladder of their own: 40% is within, 50% misses
     assert select([r for r in rows if r["form"] == "fp32"], 0.90, 0.02, "size")["rung"] == "structured-40"
+
+
+def test_a_ladder_is_exhausted_once_every_form_has_missed():
+    def rec(*accs):
+        return {"forms": [{"form": f, "val_accuracy": a} for f, a in zip(("fp32", "int8"), accs)]}
+
+    assert not exhausted([], 0.90, 0.02)
+    assert not exhausted([rec(0.89, 0.87)], 0.90, 0.02)  # INT8 missed, FP32 still in the running
+    assert exhausted([rec(0.89, 0.87), rec(0.87, 0.89)], 0.90, 0.02)  # each form missed once: nothing deeper
+    assert not exhausted([rec(0.88, 0.88)], 0.90, 0.02)  # 0.88 is within 0.02 of 0.90
 
 
 def test_ladder_ratios_compound_to_the_parents_channels():
@@ -179,6 +189,30 @@ def test_a_rung_keeps_the_fine_tuning_epoch_compress_rung_epoch_says(trained_run
     assert f"each rung keeps its {rung_epoch} fine-tuning epoch" in (run.path / "front.md").read_text()
 
 
+@pytest.mark.parametrize("stop_at_miss", [False, True])
+def test_stop_at_miss_trains_no_rung_past_a_ladder_missed_in_every_form(trained_run, monkeypatch, tmp_path,
+                                                                         stop_at_miss):
+    """structured-50 misses 1 point in both forms: with stop_at_miss structured-75 is not trained (it could not
+    be chosen), the front says so, and the choice is the one the whole ladder gives."""
+    from audiocomp.stages import compress, compress_rungs
+
+    runs, model_run, cfg = trained_run
+    real = compress_rungs.score_rung
+    scores = {**FIXED, "structured-50/fp32": 0.85, "structured-50/int8": 0.88}
+
+    def fixed(ctx, model, spec, label):
+        s, pred = real(ctx, model, spec, label)
+        return {**s, "val_accuracy": scores[label], "val_accuracy_low": None, "val_accuracy_high": None}, pred
+
+    monkeypatch.setattr(compress_rungs, "score_rung", fixed)
+    m = compress.run(_cfg(cfg, max_drop=0.01, stop_at_miss=stop_at_miss), model_run, tmp_path / "runs", name="c",
+                     progress=False).metrics()
+    assert (m["chosen"]["rung"], m["chosen"]["form"]) == ("parent", "fp32")
+    assert m["untrained_rungs"] == (["structured-75"] if stop_at_miss else [])
+    assert (tmp_path / "runs/c/rungs/structured-75").is_dir() != stop_at_miss
+    assert ("Not trained" in (tmp_path / "runs/c/front.md").read_text()) == stop_at_miss
+
+
 def test_compress_cli_help_and_bad_target(trained_run):
     from audiocomp.cli import app
 
@@ -192,11 +226,14 @@ def test_compress_cli_help_and_bad_target(trained_run):
         load_config([], ["compress.ratios=[0.5,1.0]"])
 
 
-def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
-    """--jobs 2: the structured and hybrid ladders in two worker processes give the rungs one process gives
-    (fine-tuned with distillation from the parent, which each worker loads itself)."""
+def test_parallel_ladders_equal_sequential_ones(trained_run, monkeypatch, tmp_path):
+    """compress.jobs 2 (or --jobs 2): the structured and hybrid ladders in two worker processes give the rungs
+    one process gives (fine-tuned with distillation from the parent, which each worker loads itself)."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from audiocomp.config import DistillConfig
     from audiocomp.stages import compress
+    from audiocomp.stages.naming import run_name
 
     runs, model_run, cfg = trained_run
     cfg = _cfg(cfg, methods=["structured", "hybrid"], ratios=[0.5], finetune_epochs=1, int8=False)
@@ -204,7 +241,12 @@ def test_parallel_ladders_equal_sequential_ones(trained_run, tmp_path):
     seq_run = compress.run(cfg, model_run, tmp_path / "runs", name="seq", progress=False)
     assert seq_run.metrics()["distill"]["enabled"]
     seq = seq_run.metrics()["rungs"]
-    par = compress.run(cfg, model_run, tmp_path / "runs", name="par", progress=False, jobs=2).metrics()["rungs"]
+    pools = []
+    monkeypatch.setattr(compress, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or ProcessPoolExecutor(*a, **k))
+    par_cfg = cfg.model_copy(update={"compress": cfg.compress.model_copy(update={"jobs": 2})})  # or --jobs 2
+    assert run_name("compress", par_cfg, [model_run.name]) == run_name("compress", cfg, [model_run.name])
+    par = compress.run(par_cfg, model_run, tmp_path / "runs", name="par", progress=False).metrics()["rungs"]
+    assert pools == [(2,)]
     assert [r["rung"] for r in par] == ["parent", "structured-50", "hybrid-50"]
     for a, b in zip(seq, par):
         assert (a["rung"], a["val_accuracy"], a["parameters"], a["nonzero"]) == \

@@ -153,6 +153,7 @@ def test_ours_pipeline_is_labelled_ours_and_chooses_on_a_large_validation_part()
     assert (cfg["ours-cnn"].train.optimizer, cfg["ours-cnn"].train.augment.mixup_alpha) == ("adamw", 0.2)
     assert cfg["ours-cnn-raw"].train.augment.gain_db > 0 and cfg["ours-lstm"].model.name == "lstm"
     assert cfg["ours-cnn-compressed"].compress.max_drop == 0.02 and cfg["ours-cnn-compressed"].distill.enabled
+    assert cfg["ours-cnn-compressed"].compress.stop_at_miss and cfg["ours-cnn-compressed"].compress.sequential
     # compress's reference (ours-cnn) and its rungs keep their last epoch: validation judges them, picks no epoch
     assert (cfg["ours-cnn"].train.keep, cfg["ours-cnn-compressed"].compress.rung_epoch) == ("last", "last")
 

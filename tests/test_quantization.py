@@ -78,6 +78,33 @@ def test_every_method_on_every_family(family, backend, method, tmp_path):
     assert "output" in sqnr and (len(sqnr) > 1) == per_layer
 
 
+def test_compacted_names_change_the_bytes_not_the_graph(tmp_path, monkeypatch):
+    """ONNX Runtime INT8 graphs are written with short internal names: against the quantizer's own file (the
+    same quantization with compaction switched off), the same outputs bit for bit, the same I/O names and
+    parameter counts, fewer bytes."""
+    import onnx
+    import onnxruntime as ort
+
+    from audiocomp.compress.onnx import compact_names
+    from audiocomp.compress.quantization import onnx_quantizers
+    from audiocomp.evaluate.counts import onnx_parameter_counts
+
+    spec = FAMILIES["cnn"]
+    _, _, step, _ = _quantize(spec, "onnxruntime", "static", tmp_path / "short")
+    monkeypatch.setattr(onnx_quantizers, "compact_names", lambda path: 0)
+    _quantize(spec, "onnxruntime", "static", tmp_path / "long")
+    short, long = tmp_path / "short/model.onnx", tmp_path / "long/model.onnx"
+    assert long.stat().st_size - short.stat().st_size == step["names_compacted_bytes"] > 0
+    assert compact_names(short) == 0  # nothing left to compact
+    graph = onnx.load(str(short)).graph
+    assert [i.name for i in graph.input] == ["features"] and [o.name for o in graph.output] == ["logits"]
+    assert all(not n.name for n in graph.node) and max(len(t.name) for t in graph.initializer) <= 3
+    x = _batches(spec.feature_shape, n=1, seed=1)[0][0].numpy()
+    outs = [ort.InferenceSession(str(f)).run(None, {"features": x})[0] for f in (short, long)]
+    np.testing.assert_array_equal(*outs)
+    assert onnx_parameter_counts(short) == onnx_parameter_counts(long)
+
+
 def test_dynamic_on_a_cnn_says_it_covers_little(tmp_path):
     spec = ModelSpec("cnn", 4, [1, 16, 20], {"channels": [16, 32], "hidden": 8})
     model, qmodel, step, report = _quantize(spec, "torch", "dynamic", tmp_path)

@@ -185,7 +185,7 @@ def quantize(from_: Annotated[str, typer.Option("--from", help="The trained or p
 def compress(from_: Annotated[str, typer.Option("--from", help="The trained (or pruned) float model run to compress (name or path).")],
              max_drop: Annotated[Optional[float], typer.Option("--max-drop", min=0, max=1, help="Largest accepted validation accuracy drop vs the parent, e.g. 0.01 = 1 point [default: compress.max_drop].")] = None,
              target: Annotated[Optional[str], typer.Option("--target", help="What 'smallest' means: size (file bytes), macs, or latency (ONNX Runtime, 1 thread, batch 1) [default: compress.target].")] = None,
-             jobs: Annotated[int, typer.Option("--jobs", min=1, help="Ladders (compress.methods) run in parallel processes.")] = 1,
+             jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Ladders (compress.methods) run in parallel processes [default: compress.jobs, 1].")] = None,
              config: ConfigOpt = None, set_: SetOpt = None, runs_dir: RunsDirOpt = None, name: NameOpt = None,
              force: ForceOpt = False, quiet: QuietOpt = False):
     """Search the smallest model within --max-drop of its parent: ladders of structured (and hybrid) pruning

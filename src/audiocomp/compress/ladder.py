@@ -65,6 +65,14 @@ def candidates(rows: list[dict], parent_val: float, max_drop: float, sequential:
             for r, within in zip(rows, ok)]
 
 
+def exhausted(records: list[dict], parent_val: float, max_drop: float) -> bool:
+    """True when every form of one ladder's rungs so far (`records`: rung records, each with its "forms") has
+    missed `max_drop` at some rung: under the sequential rule no deeper rung of it can be chosen."""
+    forms = {f["form"] for rec in records for f in rec["forms"]}
+    missed = {f["form"] for rec in records for f in rec["forms"] if not qualifies(f, parent_val, max_drop)}
+    return bool(forms) and missed == forms
+
+
 def select(rows: list[dict], parent_val: float, max_drop: float, target: str,
            sequential: bool = True) -> Optional[dict]:
     """The smallest row by `target` among the `candidates` (validation accuracy, a point estimate, at most

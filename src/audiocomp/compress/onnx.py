@@ -24,6 +24,41 @@ def export_onnx(model: nn.Module, feature_shape, path: Path | str, opset: int = 
     return Path(path)
 
 
+def compact_names(path: Path | str) -> int:
+    """Rewrite the ONNX graph at `path` (atomically) with short internal tensor names and no node names or doc
+    strings; the graph's inputs and outputs keep theirs, and the computation is unchanged. ONNX Runtime's QDQ
+    graphs carry long generated names that no runtime reads: about 12 KB of a 113 KB INT8 CNN. Graphs with
+    subgraphs (If, Loop) are left as they are. Returns the bytes saved."""
+    import onnx
+
+    path = Path(path)
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(a.g.node or a.graphs for n in graph.node for a in n.attribute):
+        return 0
+    kept = {v.name for v in (*graph.input, *graph.output)}
+    names: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in kept:
+            return name
+        return names.setdefault(name, format(len(names), "x"))
+
+    for t in graph.initializer:
+        t.name = short(t.name)
+    for v in graph.value_info:
+        v.name = short(v.name)
+    for n in graph.node:
+        n.input[:] = [short(i) for i in n.input]
+        n.output[:] = [short(o) for o in n.output]
+        n.name, n.doc_string = "", ""
+    model.doc_string = graph.doc_string = ""
+    before = path.stat().st_size
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return before - path.stat().st_size
+
+
 def session(path: Path | str, threads: int = 0):
     """An onnxruntime CPU session; threads=0 lets onnxruntime use all cores."""
     import onnxruntime as ort

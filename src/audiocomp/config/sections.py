@@ -186,6 +186,9 @@ class CompressConfig(Section):
     max_drop: float = Field(0.01, ge=0, le=1)  # largest accepted validation accuracy drop vs the parent
     # a rung past its ladder's first miss of max_drop (same method and form) is not a candidate
     sequential: bool = True
+    # with sequential: a ladder stops training once every form has missed (its deeper rungs cannot be chosen);
+    # faster, and the front then holds the rungs up to that miss only
+    stop_at_miss: bool = False
     target: Literal["size", "macs", "latency"] = "size"  # what "smallest" means
     finetune_epochs: int = Field(2, ge=0)  # per rung (prune.finetune_lr or train.lr)
     # the fine-tuning epoch a rung keeps (train.keep for rungs): last, because validation then judges the rung;
@@ -193,6 +196,7 @@ class CompressConfig(Section):
     rung_epoch: Literal["last", "best"] = "last"
     int8: bool = True  # also quantize every rung (ONNX Runtime static QDQ, calibrated on training batches)
     latency_runs: int = Field(30, ge=3)  # batch-1, 1-thread ONNX Runtime timings per form (median)
+    jobs: int = Field(1, ge=1)  # ladders (methods) run in parallel processes; `compress --jobs` overrides it
 
 
 class IntervalConfig(Section):

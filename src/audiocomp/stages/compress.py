@@ -22,7 +22,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
 
-from ..compress.ladder import TARGETS, candidates, mark_fronts, qualifies, select
+from ..compress.ladder import TARGETS, candidates, ladder, mark_fronts, qualifies, rung_name, select
 from ..config import CompressConfig, Config, ConfigError
 from ..evaluate.facts import model_facts
 from ..evaluate.predictions import compare_parts
@@ -57,18 +57,18 @@ def _needs_validation(data) -> None:
                           "0); compress chooses on validation data only, so prepare the data with a validation part")
 
 
-def _ladders(ctx: StageContext, jobs: int, progress: bool) -> list[dict]:
+def _ladders(ctx: StageContext, parent_val: float, jobs: int, progress: bool) -> list[dict]:
     """Every rung of every method's ladder; with jobs > 1 the ladders run in parallel worker processes."""
     methods = list(dict.fromkeys(ctx.cfg.compress.methods))
     if jobs <= 1 or len(methods) == 1:
-        return [r for m in methods for r in run_ladder(ctx, m, progress)]
+        return [r for m in methods for r in run_ladder(ctx, m, parent_val, progress)]
     workers = min(jobs, len(methods))
     threads = max(1, (os.cpu_count() or 1) // workers)
     args = (ctx.cfg.to_dict(), str(ctx.run.path), [str(p.path) for p in ctx.parents])
     from tqdm import tqdm
 
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(ladder_job, *args, m, threads) for m in methods]
+        futures = [pool.submit(ladder_job, *args, m, parent_val, threads) for m in methods]
         for _ in tqdm(as_completed(futures), total=len(futures), desc=f"compress ladders ({workers} processes)",
                       leave=False, disable=not progress):
             pass
@@ -88,12 +88,21 @@ def _within(row: dict) -> str:
     return "no" if not row["qualifies"] else "yes" if row["candidate"] else "yes, past a miss"
 
 
-def _markdown(rows: list[dict], parent_val: float, cfg: Config) -> str:
+def untrained_rungs(records: list[dict], cc: CompressConfig) -> list[str]:
+    """The ladders' rungs that were not trained (compress.stop_at_miss: past their ladder's miss in every form)."""
+    trained = {rec["rung"] for rec in records}
+    return [rung_name(m, r) for m in dict.fromkeys(cc.methods) for r, _ in ladder(cc.ratios)
+            if rung_name(m, r) not in trained]
+
+
+def _markdown(rows: list[dict], parent_val: float, cfg: Config, untrained: list[str]) -> str:
     cc = cfg.compress
+    stopped = (f" Not trained, as past their ladder's first miss in every form (compress.stop_at_miss): "
+               f"{', '.join(untrained)}." if untrained else "")
     lines = [f"Validation accuracy of every rung (parent: {parent_val:.1%}; max drop {cc.max_drop:.1%}; "
              f"target: {cc.target}; each rung keeps its {cc.rung_epoch} fine-tuning epoch). Size: the deployable "
              "file's bytes on disk (zipped beside it); latency: ONNX Runtime, 1 thread, batch 1 (median). Front: on "
-             "the Pareto front of accuracy vs that cost.", "",
+             f"the Pareto front of accuracy vs that cost.{stopped}", "",
              "| Rung | Form | Val accuracy [95% CI] | File | Size (KB) | Zipped (KB) | Params | MACs | Latency (ms) "
              "| Front (size/MACs/latency) | Within max drop | Chosen |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -108,11 +117,11 @@ def _markdown(rows: list[dict], parent_val: float, cfg: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_front(ctx: StageContext, rows: list[dict], parent_val: float) -> dict:
+def write_front(ctx: StageContext, rows: list[dict], parent_val: float, untrained: list[str]) -> dict:
     """front.csv, front.md and one plot per cost in the run; returns their file names."""
     path = ctx.run.path
     atomic_write_csv(path / "front.csv", [{k: r.get(k) for k in FRONT_COLUMNS} for r in rows])
-    atomic_write_text(path / "front.md", _markdown(rows, parent_val, ctx.cfg))
+    atomic_write_text(path / "front.md", _markdown(rows, parent_val, ctx.cfg, untrained))
     plots = []
     labelled = [{**r, "run": f"{r['rung']} {r['form']}", "size_kb": r["file_bytes"] / 1e3} for r in rows]
     for target, key in (("size", "size_kb"), ("macs", "macs"), ("latency", "latency_ms")):
@@ -138,8 +147,9 @@ def install(ctx: StageContext, chosen: dict) -> Path:
 
 
 def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, name: Optional[str] = None,
-        force: bool = False, progress: bool = True, jobs: int = 1) -> Run:
-    """A finished run of the same name is returned as it is (unless `force`); an unfinished one continues."""
+        force: bool = False, progress: bool = True, jobs: Optional[int] = None) -> Run:
+    """A finished run of the same name is returned as it is (unless `force`); an unfinished one continues.
+    `jobs`: ladders in parallel processes (None: compress.jobs)."""
     _check_parent(model_run)
     name = name or run_name("compress", cfg, [model_run.name])
     existing = Run(runs_root(runs_dir) / name)
@@ -151,15 +161,16 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                     resume=existing.manifest_path.is_file() and not force, deterministic=True,
                     check=_needs_validation) as ctx:
         parent = parent_rung(ctx)
-        records = [parent, *_ladders(ctx, jobs, progress)]
         parent_val = next(f["val_accuracy"] for f in parent["forms"] if f["form"] == "fp32")
+        records = [parent, *_ladders(ctx, parent_val, jobs or cc.jobs, progress)]
         rows = front_rows(records, parent_val, cc)
         chosen = select(rows, parent_val, cc.max_drop, cc.target, cc.sequential)
         if chosen is None:  # cannot happen: the parent's own FP32 form is within any max_drop of itself
             raise RunError(f"{ctx.run.path}: no rung has a validation accuracy")
         for r in rows:
             r["chosen"] = r is chosen
-        front = write_front(ctx, rows, parent_val)
+        untrained = untrained_rungs(records, cc)
+        front = write_front(ctx, rows, parent_val, untrained)
         model_dir = install(ctx, chosen)
         # the choice is made, on validation: only now is the test part scored, once, to report
         model, spec = load_model(model_dir)
@@ -177,7 +188,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         metrics = {
             "model": spec.name, "method": f"compress {chosen['rung']} ({chosen['form']})", "format": facts["format"],
             "parent": model_run.name, "target": cc.target, "max_drop": cc.max_drop, "methods": cc.methods,
-            "ratios": cc.ratios, "finetune_epochs": cc.finetune_epochs,
+            "ratios": cc.ratios, "finetune_epochs": cc.finetune_epochs, "untrained_rungs": untrained,
             "distill": cfg.distill.model_dump() if cfg.distill.enabled else None,
             "selection": f"val: smallest {cc.target} within {cc.max_drop:g} of the parent's val accuracy"
                          + (", not past its ladder's first miss" if cc.sequential else ""),

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from ..compress import quantization as q
-from ..compress.ladder import METHODS, ladder, rung_name
+from ..compress.ladder import METHODS, exhausted, ladder, rung_name
 from ..compress.onnx import export_onnx
 from ..compress.pruning import prune_model
 from ..config import Config
@@ -131,15 +131,18 @@ def prune_rung(ctx: StageContext, model, spec: ModelSpec, method: str, ratio: fl
     return steps
 
 
-def run_ladder(ctx: StageContext, method: str, progress: bool = True) -> list[dict]:
+def run_ladder(ctx: StageContext, method: str, parent_val: float, progress: bool = True) -> list[dict]:
     """Every rung of one method's ladder, in order of increasing ratio, each from the previous one; the
-    finished rungs (rung.json) are read, not recomputed."""
+    finished rungs (rung.json) are read, not recomputed. With compress.stop_at_miss (and sequential) the
+    ladder ends at the rung where its last form still in the running missed max_drop of `parent_val`."""
     from tqdm import tqdm
 
+    cc = ctx.cfg.compress
     teacher = teacher_of(ctx)
     records, model, spec, previous = [], None, None, None
-    for ratio, step in tqdm(ladder(ctx.cfg.compress.ratios), desc=f"compress {method}", leave=False,
-                            disable=not progress):
+    for ratio, step in tqdm(ladder(cc.ratios), desc=f"compress {method}", leave=False, disable=not progress):
+        if cc.stop_at_miss and cc.sequential and exhausted(records, parent_val, cc.max_drop):
+            break
         rung_dir = ctx.run.path / "rungs" / rung_name(method, ratio)
         done = finished(rung_dir)
         if done:
@@ -163,10 +166,11 @@ def run_ladder(ctx: StageContext, method: str, progress: bool = True) -> list[di
     return records
 
 
-def ladder_job(cfg_dict: dict, run_path: str, parent_paths: list[str], method: str, threads: int) -> list[dict]:
+def ladder_job(cfg_dict: dict, run_path: str, parent_paths: list[str], method: str, parent_val: float,
+               threads: int) -> list[dict]:
     """One ladder in a worker process (`--jobs`): the same work on a context rebuilt from paths (the calling
     process holds the run's lock)."""
     torch.set_num_threads(threads)
     ctx = StageContext("compress", Config.model_validate(cfg_dict), Run(Path(run_path)),
                        [Run(Path(p)) for p in parent_paths], progress=False)
-    return run_ladder(ctx, method, progress=False)
+    return run_ladder(ctx, method, parent_val, progress=False)

@@ -20,13 +20,14 @@ from ..config import Config, stable_hash
 from .registry import STAGES
 
 # Settings that change how fast a stage runs, never what it computes: left out of run names.
-VOLATILE = {("train", "threads"), ("features", "workers")}
+VOLATILE = {("train", "threads"), ("features", "workers"), ("compress", "jobs")}
 # Sections that change nothing while switched off (`enabled: false`): named only when on, so the runs made
 # before they existed keep their names.
 SWITCHED = ("distill",)
 # Settings added after runs were named, with their off value: named only when set, for the same reason.
 ADDED = {("train", "ema_decay"): None, ("train", "keep"): "best", ("train", "augment", "time_stretch"): 0.0,
-         ("train", "augment", "freq_shift"): 0.0, ("train", "augment", "pitch_shift"): 0.0}
+         ("train", "augment", "freq_shift"): 0.0, ("train", "augment", "pitch_shift"): 0.0,
+         ("compress", "stop_at_miss"): False}
 
 
 def _sections(cfg: Config, sections: Sequence[str]) -> dict:

@@ -13,7 +13,7 @@ from torch import nn
 from ...evaluate.counts import onnx_int8_weights
 from ...models.base import ModelSpec
 from ...runs import atomic_copy
-from ..onnx import export_onnx, run_session, session
+from ..onnx import compact_names, export_onnx, run_session, session
 from .registry import QUANTIZERS, Context
 
 
@@ -88,6 +88,7 @@ def _onnx_quantize(model: nn.Module, ctx: Context, static: bool) -> tuple[nn.Mod
             quantize_dynamic(str(pre), str(tmp_out), per_channel=ctx.cfg.per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude)
             step["compute"] = "int8 weights, activations quantized at run time"
+        step["names_compacted_bytes"] = compact_names(tmp_out)
         atomic_copy(tmp_out, out)
     ctx.report["onnx_quantized_elements"] = onnx_int8_weights(out)
     return OnnxModel(out), step
