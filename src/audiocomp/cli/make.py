@@ -191,7 +191,8 @@ def compress(from_: Annotated[str, typer.Option("--from", help="The trained (or 
     """Search the smallest model within --max-drop of its parent: ladders of structured (and hybrid) pruning
     ratios, each rung fine-tuned from the previous one and also quantized to INT8 (ONNX Runtime static QDQ),
     all judged on validation (each rung's last fine-tuning epoch kept; no rung past its ladder's first miss
-    of --max-drop is chosen); the chosen rung is then scored on test once, with the paired interval.
+    of --max-drop is chosen, and with compress.stop_at_miss none is trained); the chosen rung is then scored
+    on test once, with the paired interval.
 
     Writes every rung under rungs/, the Pareto front (front.csv, front.md, front-*.png) and model/ (the
     chosen rung). A rerun of an unfinished run keeps its finished rungs.
