@@ -28,15 +28,29 @@ TRAIN = ["train.batch_size=32", "train.lr=0.003", "quantize.calibration_batches=
 
 
 def break_first_scale(path: Path, factor: float = 50.0) -> str:
-    """Multiply the scale of the first quantized weight (ONNX Runtime names it `<weight>_scale`) by `factor`."""
+    """Multiply the scale of the first quantized weight by `factor`. INT8 graphs are written with compact names,
+    so it is found by the graph's structure: the scale of a DequantizeLinear of an INT8 weight (static QDQ), a
+    DynamicQuantizeLSTM's weight scale (input 8), or the initializer that a run-time input scale is multiplied
+    with after ConvInteger / MatMulInteger (dynamic)."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {t.name: t for t in model.graph.initializer}
-    weight = next(n for node in model.graph.node for n in node.input
-                  if n.endswith("_quantized") and n in inits and n[:-len("_quantized")] + "_scale" in inits)
-    scale = inits[weight[:-len("_quantized")] + "_scale"]
+    made_by = {out: n.op_type for n in model.graph.node for out in n.output}
+
+    def weight_scales():
+        for node in model.graph.node:
+            if node.op_type == "DequantizeLinear":
+                w = inits.get(node.input[0])
+                if w is not None and w.data_type == onnx.TensorProto.INT8 and len(w.dims) >= 2:
+                    yield node.input[1]
+            elif node.op_type == "DynamicQuantizeLSTM":
+                yield node.input[8]
+            elif node.op_type == "Mul" and any(made_by.get(i) == "DynamicQuantizeLinear" for i in node.input):
+                yield from (i for i in node.input if i in inits)
+
+    scale = inits[next(weight_scales())]
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, scale.name))
     onnx.save(model, str(path))
     return scale.name

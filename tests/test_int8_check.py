@@ -18,15 +18,16 @@ BENCH = ["bench.iterations=3", "bench.warmup=1", "bench.batch_sizes=[1]", "bench
 
 
 def break_first_weight_scale(path, factor: float = 50.0) -> str:
-    """Multiply the scale of the first quantized weight (ONNX Runtime names it `<weight>_scale`) by `factor`."""
+    """Multiply the scale of the first quantized weight (the DequantizeLinear of an INT8 initializer of 2 or
+    more dimensions; names are compacted, so found by the graph's structure) by `factor`."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     inits = {t.name: t for t in model.graph.initializer}
-    weight = next(n for node in model.graph.node for n in node.input
-                  if n.endswith("_quantized") and n[:-len("_quantized")] + "_scale" in inits)
-    scale = inits[weight[:-len("_quantized")] + "_scale"]
+    scale = next(inits[node.input[1]] for node in model.graph.node if node.op_type == "DequantizeLinear"
+                 and (w := inits.get(node.input[0])) is not None and w.data_type == onnx.TensorProto.INT8
+                 and len(w.dims) >= 2)
     scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, scale.name))
     onnx.save(model, str(path))
     return scale.name
