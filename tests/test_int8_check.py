@@ -3,8 +3,10 @@ a good quantization passes, one with a weight scale multiplied by 50 fails (it p
 compared with itself)."""
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,20 +19,16 @@ BENCH = ["bench.iterations=3", "bench.warmup=1", "bench.batch_sizes=[1]", "bench
          "bench.fresh_process=false", "bench.runtimes=[onnxruntime]"]
 
 
-def break_first_weight_scale(path, factor: float = 50.0) -> str:
-    """Multiply the scale of the first quantized weight (the DequantizeLinear of an INT8 initializer of 2 or
-    more dimensions; names are compacted, so found by the graph's structure) by `factor`."""
-    import onnx
-    from onnx import numpy_helper
+def _load_script(name: str):
+    """A module of scripts/ (not a package), for the helper it shares with these tests."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    model = onnx.load(str(path))
-    inits = {t.name: t for t in model.graph.initializer}
-    scale = next(inits[node.input[1]] for node in model.graph.node if node.op_type == "DequantizeLinear"
-                 and (w := inits.get(node.input[0])) is not None and w.data_type == onnx.TensorProto.INT8
-                 and len(w.dims) >= 2)
-    scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * factor, scale.name))
-    onnx.save(model, str(path))
-    return scale.name
+
+# multiplies the first quantized weight's scale by 50, found by the graph's structure (names are compacted)
+break_first_weight_scale = _load_script("bench_int8_check").break_first_scale
 
 
 @pytest.fixture(scope="module")
