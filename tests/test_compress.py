@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -126,6 +127,15 @@ def test_compress_picks_the_right_rung_and_reads_test_only_after(trained_run, mo
     assert m["size_reduction"] > 1 and m["macs_reduction"] > 1 and "test" in m["vs_parent"]
     front = (run.path / "front.csv").read_text().splitlines()
     assert len(front) == 1 + 6 and (run.path / "front.md").is_file() and (run.path / "front-size.png").is_file()
+    # agreement with the parent: each form's saved validation predictions against the parent's, by hand
+    top1 = {(r["rung"], r["form"]): np.load(run.path / "rungs" / r["rung"] / f"{r['form']}-predictions-val.npz")
+            ["scores"].argmax(1) for r in m["rungs"]}
+    for r in m["rungs"]:
+        assert r["val_agreement"] == pytest.approx((top1[r["rung"], r["form"]] == top1["parent", "fp32"]).mean())
+    assert min(r["val_agreement"] for r in m["rungs"]) < 1.0  # some rung decides differently: not a trivial check
+    chosen_test = np.load(run.path / "predictions-test.npz")["scores"].argmax(1)
+    parent_test = np.load(model_run.path / "predictions-test.npz")["scores"].argmax(1)
+    assert m["agreement_with_parent"]["test"] == pytest.approx((chosen_test == parent_test).mean())
     ev = evaluate.run(cfg, run, tmp_path / "runs", progress=False).metrics()
     assert ev["accuracy"] == pytest.approx(m["test_accuracy"])
     # export checks the INT8 graph against the chosen rung's float form (float_model/), not the unpruned parent
@@ -266,3 +276,4 @@ def test_compress_cli_end_to_end_prints_the_choice_and_the_test_interval(trained
     assert out.exit_code == 0, out.output
     assert "chosen on validation: structured-50 (fp32)" in out.output  # 0.5 points allowed: the fewest MACs
     assert "test (scored once, after the choice)" in out.output and "McNemar p=" in out.output
+    assert "the parent's top-1 class on" in out.output and "% of the test items" in out.output

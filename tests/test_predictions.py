@@ -7,8 +7,8 @@ import pytest
 
 from audiocomp.config import IntervalConfig
 from audiocomp.datasets.base import Item
-from audiocomp.evaluate.predictions import (Predictions, compare, compare_pooled, interval, item_keys, same_items,
-                                           sampling_groups)
+from audiocomp.evaluate.predictions import (Predictions, agreement, compare, compare_pooled, interval, item_keys,
+                                           same_items, sampling_groups)
 from audiocomp.evaluate.stats import paired_difference
 from audiocomp.runs import RunError
 
@@ -76,6 +76,28 @@ def test_pairs_by_item_across_stores_and_refuses_other_items():
     with pytest.raises(RunError, match="disagree on their targets"):
         compare(a, wrong)
 
+
+def one_hot(classes):
+    return np.eye(3, dtype=np.float32)[classes]
+
+
+def test_agreement_counts_the_same_top1_class_per_item_right_or_wrong():
+    items = clips(8)
+    y = np.array([0, 1, 2, 0])  # the targets of items 4-7
+    a = Predictions.of_split(store(items), {"train": [], "val": [], "test": [4, 5, 6, 7]}, "test",
+                             one_hot([0, 1, 0, 2]), y)
+    # items 7, 6, 5, 4 in that order: class 2 for item 7 (a: 2), 0 for 6 (a: 0, both wrong), 2 for 5 (a: 1)
+    # and 0 for 4 (a: 0) -> 3 of 4 items agree, though their accuracies differ (a 2 of 4 right, b 1 of 4)
+    b = Predictions.of_split(store(items), {"train": [], "val": [], "test": [7, 6, 5, 4]}, "test",
+                             one_hot([2, 0, 2, 0]), y[::-1])
+    assert agreement(a, b) == pytest.approx(0.75) and agreement(b, a) == pytest.approx(0.75)
+    assert (a.correct.sum(), b.correct.sum()) == (2, 1)
+    other = Predictions.of_split(store(items), {"train": [], "val": [], "test": [0, 1, 2, 3]}, "test",
+                                 one_hot([0, 1, 2, 0]), y)
+    assert agreement(a, other) is None
+    multi = Predictions.of_split(store(items), {"train": [], "val": [], "test": [4, 5, 6, 7]}, "test",
+                                 np.full((4, 2), 0.5), np.ones((4, 2), np.float32))
+    assert agreement(multi, multi) is None
 
 
 def answering(pred, right):

@@ -218,4 +218,6 @@ def compress(from_: Annotated[str, typer.Option("--from", help="The trained (or 
     if "test_accuracy" in m:
         typer.echo(f"  test (scored once, after the choice): {format_interval(m.get('test_accuracy_ci'))}, parent "
                    f"{m['parent_test_accuracy']:.1%}; chosen - parent: {format_paired(m['vs_parent'].get('test'))}")
+        if (agrees := m.get("agreement_with_parent", {}).get("test")) is not None:
+            typer.echo(f"  the parent's top-1 class on {agrees:.1%} of the test items")
     typer.echo(f"  front: {run.path / m['front']['markdown']} ({len(m['rungs'])} rung forms)")

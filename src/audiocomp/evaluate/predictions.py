@@ -132,6 +132,16 @@ def _aligned(reference: Predictions, other: Predictions) -> Optional[tuple[np.nd
     return reference.correct, other.correct[order]
 
 
+def agreement(reference: Predictions, other: Predictions) -> Optional[float]:
+    """The share of the reference's items on which `other` predicts the same top-1 class (right or wrong): how
+    closely a compressed model follows its parent, beside how often each is right. None when the items differ
+    or the set is multi-label."""
+    order = same_items(reference, other)
+    if order is None or reference.targets.ndim != 1:
+        return None
+    return float((reference.scores.argmax(axis=1) == other.scores[order].argmax(axis=1)).mean())
+
+
 def compare(reference: Predictions, other: Predictions, icfg: IntervalConfig = IntervalConfig()) -> Optional[dict]:
     """paired_difference(reference, other) on the same items (diff = other - reference), resampling the
     reference's groups; None when the items differ or the set is multi-label."""

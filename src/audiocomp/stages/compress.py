@@ -25,7 +25,7 @@ from typing import Optional
 from ..compress.ladder import TARGETS, candidates, ladder, mark_fronts, qualifies, rung_name, select
 from ..config import CompressConfig, Config, ConfigError
 from ..evaluate.facts import model_facts
-from ..evaluate.predictions import compare_parts
+from ..evaluate.predictions import Predictions, agreement, compare_parts
 from ..models import load_model
 from ..models.io import artifact_path, load_spec
 from ..report.plots import tradeoff_plot
@@ -35,7 +35,7 @@ from .context import StageContext, open_stage
 from .naming import run_name
 
 FRONT_COLUMNS = ("rung", "method", "ratio", "form", "format", "val_accuracy", "val_accuracy_low", "val_accuracy_high",
-                 "file", "file_bytes", "zipped_bytes", "parameters", "nonzero", "macs", "latency_ms",
+                 "val_agreement", "file", "file_bytes", "zipped_bytes", "parameters", "nonzero", "macs", "latency_ms",
                  "front_size", "front_macs", "front_latency", "qualifies", "candidate", "chosen")
 COST_LABELS = {"size": "file bytes on disk", "macs": "MACs per item",
                "latency": "ONNX Runtime latency (ms), 1 thread, batch 1"}
@@ -84,6 +84,16 @@ def front_rows(records: list[dict], parent_val: float, cc: CompressConfig) -> li
             for r, c in zip(rows, candidates(rows, parent_val, cc.max_drop, cc.sequential))]
 
 
+def with_agreement(rows: list[dict], rungs_dir: Path) -> list[dict]:
+    """Each row with `val_agreement`: the share of validation items on which the form predicts its parent's
+    (FP32) class, from the predictions every form saved: how closely it follows the parent, right or wrong."""
+    def preds(rung: str, form: str) -> Predictions:
+        return Predictions.load(rungs_dir / rung / f"{form}-predictions-val.npz")
+
+    parent = preds(PARENT, "fp32")
+    return [{**r, "val_agreement": agreement(parent, preds(r["rung"], r["form"]))} for r in rows]
+
+
 def _within(row: dict) -> str:
     return "no" if not row["qualifies"] else "yes" if row["candidate"] else "yes, past a miss"
 
@@ -101,16 +111,18 @@ def _markdown(rows: list[dict], parent_val: float, cfg: Config, untrained: list[
                f"{', '.join(untrained)}." if untrained else "")
     lines = [f"Validation accuracy of every rung (parent: {parent_val:.1%}; max drop {cc.max_drop:.1%}; "
              f"target: {cc.target}; each rung keeps its {cc.rung_epoch} fine-tuning epoch). Size: the deployable "
-             "file's bytes on disk (zipped beside it); latency: ONNX Runtime, 1 thread, batch 1 (median). Front: on "
-             f"the Pareto front of accuracy vs that cost.{stopped}", "",
-             "| Rung | Form | Val accuracy [95% CI] | File | Size (KB) | Zipped (KB) | Params | MACs | Latency (ms) "
-             "| Front (size/MACs/latency) | Within max drop | Chosen |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "file's bytes on disk (zipped beside it); latency: ONNX Runtime, 1 thread, batch 1 (median). Agrees: the "
+             "share of validation items given the parent's top-1 class. Front: on the Pareto front of accuracy vs "
+             f"that cost.{stopped}", "",
+             "| Rung | Form | Val accuracy [95% CI] | Agrees | File | Size (KB) | Zipped (KB) | Params | MACs "
+             "| Latency (ms) | Front (size/MACs/latency) | Within max drop | Chosen |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = "" if r.get("val_accuracy_low") is None else \
             f" [{r['val_accuracy_low'] * 100:.1f}, {r['val_accuracy_high'] * 100:.1f}]"
         marks = "/".join("x" if r[f"front_{t}"] else "-" for t in TARGETS)
-        lines.append(f"| {r['rung']} | {r['form']} | {r['val_accuracy']:.1%}{ci} | {r['file']} | "
+        agrees = "" if r.get("val_agreement") is None else f"{r['val_agreement']:.1%}"
+        lines.append(f"| {r['rung']} | {r['form']} | {r['val_accuracy']:.1%}{ci} | {agrees} | {r['file']} | "
                      f"{r['file_bytes'] / 1e3:.1f} | {r['zipped_bytes'] / 1e3:.1f} | {r['parameters']:,} | "
                      f"{r['macs']:,} | {r['latency_ms']:.3f} | {marks} | {_within(r)} | "
                      f"{'**chosen**' if r.get('chosen') else ''} |")
@@ -163,7 +175,7 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
         parent = parent_rung(ctx)
         parent_val = next(f["val_accuracy"] for f in parent["forms"] if f["form"] == "fp32")
         records = [parent, *_ladders(ctx, parent_val, jobs or cc.jobs, progress)]
-        rows = front_rows(records, parent_val, cc)
+        rows = with_agreement(front_rows(records, parent_val, cc), ctx.run.path / "rungs")
         chosen = select(rows, parent_val, cc.max_drop, cc.target, cc.sequential)
         if chosen is None:  # cannot happen: the parent's own FP32 form is within any max_drop of itself
             raise RunError(f"{ctx.run.path}: no rung has a validation accuracy")
@@ -203,6 +215,8 @@ def run(cfg: Config, model_run: Run, runs_dir: Optional[str | Path] = None, *, n
                                      / max(chosen["latency_ms"], 1e-9), 4),
             # chosen - parent on the same items: paired bootstrap interval and McNemar's exact test
             "vs_parent": compare_parts(parent_preds, preds, cfg.eval.interval),
+            "agreement_with_parent": {p: a for p in preds if p in parent_preds
+                                      and (a := agreement(parent_preds[p], preds[p])) is not None},
         }
         if "test_accuracy" in metrics:
             metrics["test_drop"] = round(metrics["parent_test_accuracy"] - metrics["test_accuracy"], 6)
