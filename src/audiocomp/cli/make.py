@@ -194,8 +194,9 @@ def compress(from_: Annotated[str, typer.Option("--from", help="The trained (or 
     of --max-drop is chosen, and with compress.stop_at_miss none is trained); the chosen rung is then scored
     on test once, with the paired interval.
 
-    Writes every rung under rungs/, the Pareto front (front.csv, front.md, front-*.png) and model/ (the
-    chosen rung). A rerun of an unfinished run keeps its finished rungs.
+    Writes every rung under rungs/, the Pareto front (front.csv, front.md, front-*.png; each form with its
+    validation accuracy and its agreement with the parent's top-1 class) and model/ (the chosen rung). A
+    rerun of an unfinished run keeps its finished rungs.
 
     Example: `audiocomp compress --from train-cnn-1a2b3c4d5e --max-drop 0.01 --target size --jobs 2`
     """
