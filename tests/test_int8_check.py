@@ -3,7 +3,7 @@ a good quantization passes, one with a weight scale multiplied by 50 fails (it p
 compared with itself)."""
 from __future__ import annotations
 
-import importlib.util
+import runpy
 import shutil
 import warnings
 from pathlib import Path
@@ -19,16 +19,10 @@ BENCH = ["bench.iterations=3", "bench.warmup=1", "bench.batch_sizes=[1]", "bench
          "bench.fresh_process=false", "bench.runtimes=[onnxruntime]"]
 
 
-def _load_script(name: str):
-    """A module of scripts/ (not a package), for the helper it shares with these tests."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-# multiplies the first quantized weight's scale by 50, found by the graph's structure (names are compacted)
-break_first_weight_scale = _load_script("bench_int8_check").break_first_scale
+# multiplies the first quantized weight's scale by 50, found by the graph's structure (names are compacted);
+# the script's own helper, loaded as tests/reliability/test_crash.py loads its script
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_int8_check.py"
+break_first_weight_scale = runpy.run_path(str(SCRIPT))["break_first_scale"]
 
 
 @pytest.fixture(scope="module")
