@@ -9,6 +9,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 FSDD = Path(os.environ.get("AUDIOCOMP_FSDD", REPO.parent / "shared" / "data" / "fsdd"))
+US8K_SUBSET = Path(os.environ.get("AUDIOCOMP_US8K_SUBSET", REPO.parent / "shared" / "data" / "urbansound8k_subset"))
 
 torch.set_num_threads(1)  # tests run side by side on small machines; 1 thread is fastest and deterministic
 
@@ -42,6 +43,13 @@ def fsdd_root() -> Path:
     if not (FSDD / "recordings").is_dir():
         pytest.skip(f"FSDD not found at {FSDD} (set AUDIOCOMP_FSDD)")
     return FSDD
+
+
+@pytest.fixture
+def us8k_subset_root() -> Path:
+    if not (US8K_SUBSET / "manifest.csv").is_file():
+        pytest.skip(f"the UrbanSound8K subset not found at {US8K_SUBSET} (set AUDIOCOMP_US8K_SUBSET)")
+    return US8K_SUBSET
 
 
 @pytest.fixture(scope="session")

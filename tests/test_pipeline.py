@@ -77,8 +77,8 @@ def test_run_names_change_only_downstream_of_an_edit(tmp_path):
     path = write(tmp_path, SIMPLE)
     base = names(pipeline.plan(path))
     assert names(pipeline.plan(path)) == base  # deterministic
-    # speed-only settings never rename a run
-    assert names(pipeline.plan(path, ["train.threads=3", "features.workers=2"])) == base
+    # speed-only settings and labels never rename a run
+    assert names(pipeline.plan(path, ["train.threads=3", "features.workers=2", "data.corpus=esc50"])) == base
     lr = names(pipeline.plan(path, ["fp32:train.lr=0.01"]))
     assert lr["data"] == base["data"] and lr["fp32"] != base["fp32"] and lr["test"] != base["test"]
     top_k = names(pipeline.plan(path, ["eval.top_k=1"]))  # eval section: only the eval run changes

@@ -18,6 +18,9 @@ class DataConfig(Section):
     root: Optional[str] = None  # dataset folder; relative paths resolve against the working directory
     subset: Optional[str] = None  # e.g. "esc10" for ESC-50
     manifest: Optional[str] = None  # csv adapter: manifest path (relative to root)
+    # the published dataset these files are (csv and folder adapters), e.g. urbansound8k: the report then sets
+    # that dataset's published numbers beside the rows (report.published). A label: it names no run
+    corpus: Optional[str] = None
     segment_seconds: Optional[float] = None  # cut clips into fixed segments (GTZAN 30 s -> 10 x 3 s)
     on_error: Literal["skip", "fail"] = "skip"
     max_items: Optional[int] = Field(None, ge=1)  # a subset stratified by class (seeded), for smoke tests
@@ -192,7 +195,7 @@ class CompressConfig(Section):
     target: Literal["size", "macs", "latency"] = "size"  # what "smallest" means
     finetune_epochs: int = Field(2, ge=0)  # per rung (prune.finetune_lr or train.lr)
     # the fine-tuning epoch a rung keeps (train.keep for rungs): last, because validation then judges the rung;
-    # its best epoch on that same part scored about 2 points above its last one (README "Our recipes")
+    # its best epoch on that same part scored about 2 points above its last one (docs/ours-recipes-record.md)
     rung_epoch: Literal["last", "best"] = "last"
     int8: bool = True  # also quantize every rung (ONNX Runtime static QDQ, calibrated on training batches)
     latency_runs: int = Field(30, ge=3)  # batch-1, 1-thread ONNX Runtime timings per form (median)

@@ -168,7 +168,8 @@ def model_rows(runs: list[Run], names: Optional[dict[str, str]] = None) -> list[
             result = runtimes.get(rt, {})
             row[f"latency_{rt}_ms"] = result.get("threads", {}).get("1", {}).get("latency", {}).get("median_ms")
             row[f"peak_rss_{rt}_mb"] = result.get("fresh_process", {}).get("peak_rss_mb")
-        row["dataset"] = cfg.get("data", {}).get("dataset")
+        data = cfg.get("data", {})
+        row["dataset"] = data.get("corpus") or data.get("dataset")  # what the published numbers are matched on
         model_dir = r.path / "model"
         model_file = artifact_path(model_dir) if (model_dir / "arch.json").exists() else model_dir / "model.pt"
         if row.get("size_mb") is None and model_file.exists():

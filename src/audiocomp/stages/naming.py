@@ -8,7 +8,7 @@ by its name (`audiocomp run` reuses it; `audiocomp train` run twice stops at the
 stages say the dataset instead of the model; `prepare` keeps its own shorter form,
 `prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
 runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
-(absent from every stage's sections) and the speed settings in VOLATILE; a switched-off section (SWITCHED: `distill` with
+(absent from every stage's sections) and the speed settings and labels in VOLATILE; a switched-off section (SWITCHED: `distill` with
 `enabled: false`) names nothing either, nor does a setting added later while it is off (ADDED). A training
 run is distilled exactly when it has a teacher, so `distill`'s alpha and temperature name it only then.
 """
@@ -19,8 +19,9 @@ from typing import Sequence
 from ..config import Config, stable_hash
 from .registry import STAGES
 
-# Settings that change how fast a stage runs, never what it computes: left out of run names.
-VOLATILE = {("train", "threads"), ("features", "workers"), ("compress", "jobs")}
+# Settings that change how fast a stage runs, or only label its results, never what it computes: left out of
+# run names.
+VOLATILE = {("train", "threads"), ("features", "workers"), ("compress", "jobs"), ("data", "corpus")}
 # Sections that change nothing while switched off (`enabled: false`): named only when on, so the runs made
 # before they existed keep their names.
 SWITCHED = ("distill",)
