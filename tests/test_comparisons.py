@@ -118,6 +118,12 @@ def test_report_compares_with_the_parent_or_the_baseline(quantized, tmp_path):
     assert (rows[model_run.name]["ref_only"], rows[model_run.name]["this_only"]) == (d["b_only"], d["a_only"])
     with pytest.raises(ConfigError, match="--baseline nope: no row of that name"):
         report.run(load_config([], []), sources, tmp_path / "c", baseline="nope")
+    # report.compare pairs a row with another instead of its parent, where that row is in the report; the
+    # quantized row, paired with nothing, keeps its parent, and a pair naming a row not reported is passed over
+    pairs = load_config([], [f"report.compare={{{model_run.name}: cmp-q, cmp-q: not-here}}"])
+    rows = {r["run"]: r for r in report.run(pairs, sources, tmp_path / "d")["rows"]}
+    assert rows[model_run.name]["vs"] == "cmp-q" and rows[model_run.name]["diff"] == pytest.approx(-d["diff"])
+    assert rows["cmp-q"]["vs"] == model_run.name and rows["cmp-q"]["diff"] == pytest.approx(d["diff"])
 
 
 def test_pipeline_report_rows_are_named_by_stage_id(tmp_path, tiny_overrides):

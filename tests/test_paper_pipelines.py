@@ -148,6 +148,13 @@ def test_ours_pipeline_is_labelled_ours_and_chooses_on_a_large_validation_part()
     mapped = check_mapping(mapping, load_papers())
     assert all(published_for({"run": i, "dataset": "esc50"}, mapped) is None for i in OURS | {"handset-cnn"})
     assert published_for({"run": "cnn", "dataset": "esc50"}, mapped) == "esc-us8k-cnn/cnn: 92.0%"
+    # a report of both pipelines pairs each of our rows with the faithful row of the same model and input
+    faithful = pipeline.plan(PAPER / "esc-urbansound-cnn-lstm" / "pipeline.yaml", check=False)
+    pairs = next(s for s in steps if s.stage == "report").cfg.report.compare
+    by_id = {s.spec.id: s.cfg for s in steps} | {s.spec.id: s.cfg for s in faithful}
+    assert set(pairs) == OURS - {"ours-cnn-compressed"}
+    assert all((by_id[o].model.name, by_id[o].features.kind) == (by_id[f].model.name, by_id[f].features.kind)
+               for o, f in pairs.items())
     assert all(s.cfg.split.val_fraction >= 0.2 for s in steps if s.stage != "report")
     cfg = {s.spec.id: s.cfg for s in steps}
     assert (cfg["ours-cnn"].train.optimizer, cfg["ours-cnn"].train.augment.mixup_alpha) == ("adamw", 0.2)

@@ -241,6 +241,9 @@ class ReportConfig(Section):
     papers: Optional[str] = None  # published numbers (YAML); None: the shipped data/paper_results.yaml
     # row name (stage id, or run name) -> "study-id/row-id" of the published row it reproduces, or null
     published: dict[str, Optional[str]] = Field(default_factory=dict)
+    # row name -> the row its paired test difference is taken against instead of its parent's, when that row is
+    # in the report (e.g. ours-cnn: cnn sets each of our rows beside the faithful reproduction's)
+    compare: dict[str, str] = Field(default_factory=dict)
 
 
 class TrackingConfig(Section):

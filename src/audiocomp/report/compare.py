@@ -1,7 +1,8 @@
 """Accuracy intervals and paired differences of report rows, recomputed from the runs' predictions files
 (evaluate/predictions.py), so the report needs no model: every row's validation and test accuracy gets its
 bootstrap interval, and every row its paired test-accuracy difference to a reference row on the same items
-(the `--baseline` row, or else the row of the model it was compressed from)."""
+(the `--baseline` row, or else the row report.compare names for it, or else the row of the model it was
+compressed from)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -46,15 +47,19 @@ def add_intervals(rows: list[dict], icfg: IntervalConfig, cache: Optional[_Cache
 
 
 def add_differences(rows: list[dict], icfg: IntervalConfig, baseline: Optional[str] = None,
-                    cache: Optional[_Cache] = None) -> None:
+                    cache: Optional[_Cache] = None, pairs: Optional[dict[str, str]] = None) -> None:
     """Paired test-accuracy difference (this row - reference) with its interval and McNemar's p: to the
-    `baseline` row for every other row; without one, to the parent model's row for each compressed row
-    whose parent is in the report. Rows scored on other items than the reference get none."""
+    `baseline` row for every other row; without one, to the row `pairs` (report.compare) names for it when
+    that row is in the report, else to the parent model's row for each compressed row whose parent is in the
+    report. Rows scored on other items than the reference get none."""
     cache = _Cache() if cache is None else cache
     by_dir = {r["run_dir"]: r for r in rows}
+    by_name = {**by_dir, **{r["run"]: r for r in rows}}
+    pairs = pairs or {}
     fixed = find_row(rows, baseline) if baseline else None
     for row in rows:
-        ref = fixed or by_dir.get(row.get("parent_run"))
+        paired = by_name.get(pairs.get(row["run"]) or pairs.get(row["run_dir"]) or "")
+        ref = fixed or paired or by_dir.get(row.get("parent_run"))
         if ref is None or ref is row:
             continue
         a, b = cache.get_part(ref, "test"), cache.get_part(row, "test")
@@ -65,7 +70,8 @@ def add_differences(rows: list[dict], icfg: IntervalConfig, baseline: Optional[s
                    ref_only=d["a_only"], this_only=d["b_only"])
 
 
-def add_comparisons(rows: list[dict], icfg: IntervalConfig, baseline: Optional[str] = None) -> None:
+def add_comparisons(rows: list[dict], icfg: IntervalConfig, baseline: Optional[str] = None,
+                    pairs: Optional[dict[str, str]] = None) -> None:
     cache = _Cache()
     add_intervals(rows, icfg, cache)
-    add_differences(rows, icfg, baseline, cache)
+    add_differences(rows, icfg, baseline, cache, pairs)

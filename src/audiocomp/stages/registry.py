@@ -118,7 +118,8 @@ MODEL_STAGES = ("train", "prune", "quantize", "compress")  # the stages whose ru
 
 # One line per stage. Keep `sections` in step with what the stage reads: an edit there recomputes its runs
 # (and their descendants, whose names carry their parents' names). Settings that change how fast a stage
-# runs, never what it computes, are left out of every name (naming.VOLATILE), and so is `tracking:`.
+# runs or only label its results, never what it computes, are left out of every name (naming.VOLATILE), and
+# so is `tracking:`.
 register(StageDef("synth", "synth", ("data", "synth"), call=_data_stage, subject="dataset"))
 register(StageDef("prepare", "prepare", ("data", "features", "split"), ("synth",), optional_parent=True,
                   call=_data_stage, subject="dataset"))

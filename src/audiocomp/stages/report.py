@@ -41,17 +41,25 @@ def resolve_sources(sources: list[str | Path]) -> tuple[list[Run], dict[str, str
     return runs + [r for r in discover(plain) if r.path.resolve() not in seen], names
 
 
-def published_mapping(cfg: Config, runs: list[Run], studies: list[dict]) -> dict[str, Optional[str]]:
-    """report.published of this report's config; without one, the mapping the runs were made with (a
-    paper pipeline's settings travel in every run's config.yaml), minus references the published-results
-    file no longer has (a record of the past, not an error of this report)."""
-    if cfg.report.published:
-        return dict(cfg.report.published)
-    known = {r["ref"] for r in published_rows(studies)}
-    merged: dict[str, Optional[str]] = {}
+def report_setting(cfg: Config, runs: list[Run], key: str) -> dict:
+    """report.<key> (a mapping of row names) of this report's config; without one, the mappings the runs were
+    made with, merged (a paper pipeline's settings travel in every run's config.yaml)."""
+    if getattr(cfg.report, key):
+        return dict(getattr(cfg.report, key))
+    merged: dict = {}
     for r in runs:
-        merged.update((r.config_dict().get("report") or {}).get("published") or {})
-    return {name: ref for name, ref in merged.items() if ref is None or ref in known}
+        merged.update((r.config_dict().get("report") or {}).get(key) or {})
+    return merged
+
+
+def published_mapping(cfg: Config, runs: list[Run], studies: list[dict]) -> dict[str, Optional[str]]:
+    """report.published (report_setting); taken from the runs, minus references the published-results file no
+    longer has (a record of the past, not an error of this report)."""
+    known = {r["ref"] for r in published_rows(studies)}
+    mapping = report_setting(cfg, runs, "published")
+    if cfg.report.published:
+        return mapping
+    return {name: ref for name, ref in mapping.items() if ref is None or ref in known}
 
 
 def collect_plots(runs, rows: list[dict], out: Path) -> list[tuple[str, str]]:
@@ -92,8 +100,9 @@ def notes(rows: list[dict], cfg: Config, baseline: Optional[str]) -> list[str]:
         out.append("Test items that share a group (segments of one clip, slices of one recording) are resampled "
                    f"as whole groups for: {', '.join(grouped)}.")
     if any(r.get("vs") for r in rows):
-        ref = f"the row {baseline}" if baseline else "the model it was compressed from"
-        out.append(f"'Test accuracy difference' is this row minus {ref} ('Compared with') on the same test items, "
+        ref = (f"the row {baseline}" if baseline else
+               "the row in 'Compared with' (the model it was compressed from, or the row report.compare pairs it with)")
+        out.append(f"'Test accuracy difference' is this row minus {ref} on the same test items, "
                    "with a paired bootstrap interval; McNemar's exact test assumes independent items, so read it "
                    "beside the interval, not instead of it.")
     last = [r["run"] for r in rows if str(r.get("chosen_on") or "").startswith("last epoch")]
@@ -131,7 +140,7 @@ def run(cfg: Config, sources: list[str | Path], out: Path, *, names: Optional[di
     mapped = check_mapping(published_mapping(cfg, runs, studies), studies)
     for row in rows:
         row["published"] = published_for(row, mapped)
-    add_comparisons(rows, cfg.eval.interval, baseline)
+    add_comparisons(rows, cfg.eval.interval, baseline, report_setting(cfg, runs, "compare"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plots = collect_plots(runs, rows, out) if cfg.report.plots else []
