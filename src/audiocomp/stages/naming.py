@@ -8,9 +8,10 @@ by its name (`audiocomp run` reuses it; `audiocomp train` run twice stops at the
 stages say the dataset instead of the model; `prepare` keeps its own shorter form,
 `prepare-<dataset>-<hash of data, features, split, seed (and its synth parent, if any)>`, so the prepare
 runs made before this rule are found again. Settings that change no result never name a run: `tracking:`
-(absent from every stage's sections) and the speed settings and labels in VOLATILE; a switched-off section (SWITCHED: `distill` with
-`enabled: false`) names nothing either, nor does a setting added later while it is off (ADDED). A training
-run is distilled exactly when it has a teacher, so `distill`'s alpha and temperature name it only then.
+(absent from every stage's sections) and the speed settings and labels in VOLATILE; a switched-off section
+(SWITCHED: `distill` with `enabled: false`) names nothing either, nor does a setting added later while it is
+off (ADDED). A training run is distilled exactly when it has a teacher, so `distill`'s alpha and temperature
+name it only then.
 """
 from __future__ import annotations
 
